@@ -1,0 +1,72 @@
+"""Scoped export patches for the HF vision tower.
+
+Each patch is a context manager that installs a traceable replacement and always restores
+the original. ``tests/test_patches.py`` proves each one equal to the unpatched module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Which attention segment (frame of an image) each of ``seq_len`` patches belongs to."""
+    positions = torch.arange(seq_len, device=cu_seqlens.device)
+    return (positions[:, None] >= cu_seqlens[None, 1:].to(positions.dtype)).sum(-1)
+
+
+def block_diagonal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [P, P] mask: 0 inside a segment, the dtype's minimum across segments."""
+    same = segment_ids[:, None] == segment_ids[None, :]
+    zero = torch.zeros((), dtype=dtype, device=segment_ids.device)
+    neg = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=segment_ids.device)
+    return torch.where(same, zero, neg)
+
+
+def _masked_vision_attention_forward(
+    self,
+    hidden_states: torch.Tensor,
+    cu_seqlens: torch.Tensor | None = None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """HF ``Qwen3VLVisionAttention.forward`` with the per-segment ``torch.split`` loop
+    (``.tolist()``, not traceable) replaced by one attention under a block-diagonal mask."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
+
+    seq_len = hidden_states.shape[0]
+    query, key, value = (
+        self.qkv(hidden_states).reshape(seq_len, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    )
+    cos, sin = position_embeddings
+    query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
+    if attention_mask is None:
+        attention_mask = block_diagonal_mask(segment_ids_from_cu_seqlens(cu_seqlens, seq_len), query.dtype)
+    query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # [heads, seq, head_dim]
+    scores = torch.matmul(query, key.transpose(1, 2)) * self.scaling + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn = torch.matmul(probs, value).transpose(0, 1).reshape(seq_len, -1)
+    return self.proj(attn)
+
+
+@contextlib.contextmanager
+def masked_vision_attention():
+    """Install the traceable vision attention on ``Qwen3VLVisionAttention`` for the scope."""
+    from transformers.models.qwen3_vl import modeling_qwen3_vl as hf
+
+    original = hf.Qwen3VLVisionAttention.forward
+    hf.Qwen3VLVisionAttention.forward = _masked_vision_attention_forward
+    try:
+        yield
+    finally:
+        hf.Qwen3VLVisionAttention.forward = original
+
+
+def export_patches() -> contextlib.ExitStack:
+    """All patches the vision export runs under, composed."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(masked_vision_attention())
+    return stack

@@ -1,0 +1,311 @@
+"""One source of truth for a checkpoint's dimensions.
+
+``Qwen3VLSpec.from_checkpoint(dir)`` reads ``config.json``, the image/video processor
+configs and ``generation_config.json`` once, checks the invariants the export relies on,
+and every later stage reads its numbers from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+# Which Hugging Face architectures this tool exports, and the og model type each becomes.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {
+    "Qwen3VLForConditionalGeneration": "qwen3_vl",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSpec:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    mrope_section: tuple[int, ...]
+    mrope_interleaved: bool
+    max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionSpec:
+    depth: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    in_channels: int
+    patch_size: int
+    temporal_patch_size: int
+    spatial_merge_size: int
+    out_hidden_size: int
+    num_position_embeddings: int
+    deepstack_visual_indexes: tuple[int, ...]
+
+    @property
+    def patch_dim(self) -> int:
+        """Width of one row of ``pixel_values``."""
+        return self.in_channels * self.temporal_patch_size * self.patch_size * self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageProcessorSpec:
+    min_pixels: int
+    max_pixels: int
+    patch_size: int
+    temporal_patch_size: int
+    merge_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    rescale_factor: float
+    do_rescale: bool
+    do_normalize: bool
+    do_convert_rgb: bool
+    resample: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenSpec:
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+    bos_token_id: int | None
+    pad_token_id: int | None
+    eos_token_ids: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Qwen3VLSpec:
+    architecture: str
+    og_model_type: str
+    text: TextSpec
+    vision: VisionSpec
+    image_processor: ImageProcessorSpec
+    tokens: TokenSpec
+    tie_word_embeddings: bool
+    generation: dict[str, Any]
+    video_processor: dict[str, Any]
+
+    @property
+    def num_deepstack(self) -> int:
+        """K: how many DeepStack feature sets the vision tower emits."""
+        return len(self.vision.deepstack_visual_indexes)
+
+    @property
+    def feature_width(self) -> int:
+        """(1+K)*H: width of ``image_features`` and ``inputs_embeds`` between our graphs."""
+        return (1 + self.num_deepstack) * self.text.hidden_size
+
+    def __post_init__(self) -> None:
+        t, v, p = self.text, self.vision, self.image_processor
+        problems = []
+        if sum(t.mrope_section) != t.head_dim // 2:
+            problems.append(f"sum(mrope_section)={sum(t.mrope_section)} != head_dim // 2 = {t.head_dim // 2}")
+        if len(t.mrope_section) != 3:
+            problems.append(f"mrope_section must have 3 entries (t, h, w), got {list(t.mrope_section)}")
+        if t.num_attention_heads % t.num_key_value_heads:
+            problems.append(
+                f"num_attention_heads={t.num_attention_heads} is not a multiple of "
+                f"num_key_value_heads={t.num_key_value_heads}"
+            )
+        ds = v.deepstack_visual_indexes
+        if any(i < 0 or i >= v.depth for i in ds):
+            problems.append(f"deepstack_visual_indexes {list(ds)} must lie in [0, vision depth={v.depth})")
+        if len(set(ds)) != len(ds):
+            problems.append(f"deepstack_visual_indexes {list(ds)} has repeats")
+        if len(ds) > t.num_hidden_layers:
+            problems.append(f"{len(ds)} deepstack feature sets but only {t.num_hidden_layers} text layers to take them")
+        if v.out_hidden_size != t.hidden_size:
+            problems.append(f"vision out_hidden_size={v.out_hidden_size} != text hidden_size={t.hidden_size}")
+        if v.hidden_size % v.num_heads:
+            problems.append(f"vision hidden_size={v.hidden_size} is not a multiple of num_heads={v.num_heads}")
+        if int(v.num_position_embeddings**0.5) ** 2 != v.num_position_embeddings:
+            problems.append(f"vision num_position_embeddings={v.num_position_embeddings} is not a square")
+        for name in ("patch_size", "temporal_patch_size"):
+            if getattr(p, name) != getattr(v, name):
+                problems.append(f"image processor {name}={getattr(p, name)} != vision config {name}={getattr(v, name)}")
+        if p.merge_size != v.spatial_merge_size:
+            problems.append(f"image processor merge_size={p.merge_size} != vision spatial_merge_size={v.spatial_merge_size}")
+        if not 0 < p.min_pixels <= p.max_pixels:
+            problems.append(f"image processor pixel limits min={p.min_pixels} max={p.max_pixels} are not 0 < min <= max")
+        if problems:
+            raise CheckpointError("the checkpoint's configuration is inconsistent: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ parsing
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path) -> "Qwen3VLSpec":
+        root = Path(checkpoint_dir)
+        config = _read_json(root / "config.json", required=True)
+        architectures = config.get("architectures") or []
+        arch = architectures[0] if architectures else f"<none; model_type={config.get('model_type')!r}>"
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise CheckpointError(
+                f"{root / 'config.json'} declares architecture {arch}, which this tool does not export; "
+                f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
+        text_cfg = config.get("text_config") or {}
+        vision_cfg = config.get("vision_config") or {}
+        if not text_cfg or not vision_cfg:
+            raise CheckpointError(f"{root / 'config.json'} has no text_config/vision_config section")
+
+        text = _text_spec(text_cfg, config)
+        vision = _vision_spec(vision_cfg)
+        image_proc = _image_processor_spec(root, vision)
+        generation = _read_json(root / "generation_config.json") or {}
+        tokens = _token_spec(config, text_cfg, generation)
+        tie = config.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings", False))
+        return cls(
+            architecture=arch,
+            og_model_type=SUPPORTED_ARCHITECTURES[arch],
+            text=text,
+            vision=vision,
+            image_processor=image_proc,
+            tokens=tokens,
+            tie_word_embeddings=bool(tie),
+            generation=generation,
+            video_processor=_video_processor_config(root),
+        )
+
+
+def _read_json(path: Path, required: bool = False) -> dict | None:
+    if not path.is_file():
+        if required:
+            raise CheckpointError(f"{path} is missing: point -i at a Hugging Face Qwen3-VL checkpoint folder")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); re-download the checkpoint") from None
+
+
+def _need(cfg: dict, key: str, where: str):
+    if key not in cfg or cfg[key] is None:
+        raise CheckpointError(f"config.json {where} has no {key!r}")
+    return cfg[key]
+
+
+def _text_spec(t: dict, top: dict) -> TextSpec:
+    rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+    theta = rope.get("rope_theta", t.get("rope_theta", top.get("rope_theta")))
+    if theta is None:
+        raise CheckpointError("config.json text_config has no rope_theta (in rope_parameters or at top level)")
+    section = rope.get("mrope_section")
+    if not section:
+        raise CheckpointError("config.json text_config has no mrope_section: not a Qwen3-VL text config")
+    heads = _need(t, "num_attention_heads", "text_config")
+    return TextSpec(
+        hidden_size=_need(t, "hidden_size", "text_config"),
+        num_hidden_layers=_need(t, "num_hidden_layers", "text_config"),
+        num_attention_heads=heads,
+        num_key_value_heads=t.get("num_key_value_heads") or heads,
+        head_dim=_need(t, "head_dim", "text_config"),
+        intermediate_size=_need(t, "intermediate_size", "text_config"),
+        vocab_size=_need(t, "vocab_size", "text_config"),
+        rms_norm_eps=float(t.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(theta),
+        mrope_section=tuple(int(x) for x in section),
+        mrope_interleaved=bool(rope.get("mrope_interleaved", True)),
+        max_position_embeddings=int(t.get("max_position_embeddings", 262144)),
+    )
+
+
+def _vision_spec(v: dict) -> VisionSpec:
+    return VisionSpec(
+        depth=_need(v, "depth", "vision_config"),
+        hidden_size=_need(v, "hidden_size", "vision_config"),
+        num_heads=_need(v, "num_heads", "vision_config"),
+        intermediate_size=_need(v, "intermediate_size", "vision_config"),
+        in_channels=v.get("in_channels", 3),
+        patch_size=v.get("patch_size", 16),
+        temporal_patch_size=v.get("temporal_patch_size", 2),
+        spatial_merge_size=v.get("spatial_merge_size", 2),
+        out_hidden_size=_need(v, "out_hidden_size", "vision_config"),
+        num_position_embeddings=_need(v, "num_position_embeddings", "vision_config"),
+        deepstack_visual_indexes=tuple(int(i) for i in v.get("deepstack_visual_indexes", ())),
+    )
+
+
+def _image_processor_config(root: Path) -> dict:
+    """The image processor's settings: ``preprocessor_config.json`` (hub layout) or the
+    ``image_processor`` section of a transformers-5 ``processor_config.json``."""
+    legacy = _read_json(root / "preprocessor_config.json")
+    if legacy is not None:
+        return legacy
+    combined = _read_json(root / "processor_config.json")
+    if combined and isinstance(combined.get("image_processor"), dict):
+        return combined["image_processor"]
+    raise CheckpointError(
+        f"{root} has no preprocessor_config.json (nor processor_config.json with an image_processor section); "
+        "copy it from the original checkpoint"
+    )
+
+
+def _video_processor_config(root: Path) -> dict:
+    legacy = _read_json(root / "video_preprocessor_config.json")
+    if legacy is not None:
+        return legacy
+    combined = _read_json(root / "processor_config.json") or {}
+    return combined.get("video_processor") or {}
+
+
+def _image_processor_spec(root: Path, vision: VisionSpec) -> ImageProcessorSpec:
+    p = _image_processor_config(root)
+    size = p.get("size") or {}
+    # transformers: explicit min_pixels/max_pixels override size.shortest_edge/longest_edge
+    min_pixels = p.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
+    max_pixels = p.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
+    if not min_pixels or not max_pixels:
+        raise CheckpointError(
+            "preprocessor_config.json gives no pixel limits (size.shortest_edge/longest_edge or min_pixels/max_pixels)"
+        )
+    return ImageProcessorSpec(
+        min_pixels=int(min_pixels),
+        max_pixels=int(max_pixels),
+        patch_size=int(p.get("patch_size", vision.patch_size)),
+        temporal_patch_size=int(p.get("temporal_patch_size", vision.temporal_patch_size)),
+        merge_size=int(p.get("merge_size", vision.spatial_merge_size)),
+        image_mean=tuple(float(x) for x in p.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
+        image_std=tuple(float(x) for x in p.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
+        rescale_factor=float(p.get("rescale_factor", 1 / 255)),
+        do_rescale=bool(p.get("do_rescale", True)),
+        do_normalize=bool(p.get("do_normalize", True)),
+        do_convert_rgb=bool(p.get("do_convert_rgb", True)),
+        resample=int(p.get("resample", 3)),
+    )
+
+
+def _as_id_list(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(x) for x in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _token_spec(top: dict, text: dict, generation: dict) -> TokenSpec:
+    def first(*values):
+        return next((v for v in values if v is not None), None)
+
+    eos: list[int] = []
+    for source in (generation.get("eos_token_id"), text.get("eos_token_id"), top.get("eos_token_id")):
+        for token in _as_id_list(source):
+            if token not in eos:
+                eos.append(token)
+    if not eos:
+        raise CheckpointError("no eos_token_id in generation_config.json or config.json")
+    return TokenSpec(
+        image_token_id=int(first(top.get("image_token_id"), 151655)),
+        video_token_id=int(first(top.get("video_token_id"), 151656)),
+        vision_start_token_id=int(first(top.get("vision_start_token_id"), 151652)),
+        vision_end_token_id=int(first(top.get("vision_end_token_id"), 151653)),
+        bos_token_id=first(generation.get("bos_token_id"), text.get("bos_token_id"), top.get("bos_token_id")),
+        pad_token_id=first(generation.get("pad_token_id"), text.get("pad_token_id"), top.get("pad_token_id")),
+        eos_token_ids=tuple(eos),
+    )

@@ -1,0 +1,368 @@
+"""Tiny random Qwen3-VL checkpoints, built locally and seeded.
+
+Used by the tests and by the built-in demo (no model hub is needed). A checkpoint written
+here has the same files a real Hugging Face Qwen3-VL checkpoint has: ``config.json``,
+``generation_config.json``, ``model.safetensors``, a byte-level BPE ``tokenizer.json`` with
+Qwen's special tokens (trained on the spot), ``tokenizer_config.json``, the chat template,
+``preprocessor_config.json`` and ``video_preprocessor_config.json``.
+
+The presets use awkward dimensions on purpose: ``heads * head_dim != hidden``, GQA,
+uneven ``mrope_section``, adjacent and non-adjacent DeepStack indexes, tied and untied
+embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+# Qwen's special tokens, in Qwen's order (they follow the BPE vocabulary, as in Qwen).
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Not special in Qwen (they are plain added tokens).
+ADDED_TOKENS = ("<think>", "</think>")
+
+# Qwen2's pre-tokenizer split (the same regex Qwen ships in its tokenizer.json).
+QWEN_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# A Qwen3-VL style chat template: the markers the real template writes for images and videos.
+CHAT_TEMPLATE = (
+    "{%- set image_count = namespace(value=0) -%}"
+    "{%- set video_count = namespace(value=0) -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for content in message['content'] -%}"
+    "{%- if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}"
+    "{%- set image_count.value = image_count.value + 1 -%}"
+    "{%- if add_vision_id -%}Picture {{ image_count.value }}: {% endif -%}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif content['type'] == 'video' or 'video' in content -%}"
+    "{%- set video_count.value = video_count.value + 1 -%}"
+    "{%- if add_vision_id -%}Video {{ video_count.value }}: {% endif -%}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif 'text' in content -%}"
+    "{{- content['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- endif -%}"
+)
+
+_CORPUS = """
+The quick brown fox jumps over the lazy dog. Describe this image in detail.
+What is in the picture? There is a red square, a blue circle and a green line.
+You are a helpful assistant. Answer the question about the images below.
+Compare the two pictures and tell me what differs between them.
+How many objects are there? Count the cats, the dogs and the birds.
+A photo of a city street at night, with cars, lights and people walking.
+The chart shows sales rising from 2019 to 2024, then falling in 2025.
+Read the text in the sign: OPEN 24 HOURS. What colour is the sky?
+Video: a person walks into the room, picks up a cup and leaves.
+Hello, world! 1234567890 + - * / = ( ) [ ] { } < > , . ; : ' " ? !
+user assistant system image video picture frame second seconds
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyPreset:
+    """Dimensions of one tiny checkpoint (HF names)."""
+
+    name: str
+    hidden_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    num_hidden_layers: int
+    mrope_section: tuple[int, int, int]
+    tie_word_embeddings: bool
+    vision_hidden_size: int
+    vision_heads: int
+    vision_intermediate_size: int
+    vision_depth: int
+    deepstack_visual_indexes: tuple[int, ...]
+    num_position_embeddings: int
+    # pixel limits of the image processor (size.shortest_edge / size.longest_edge)
+    min_pixels: int
+    max_pixels: int
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    extra_vocab: int = 0  # model vocab rows beyond the tokenizer's (Qwen pads its vocab too)
+    rope_theta: float = 5_000_000.0
+
+
+PRESETS: dict[str, TinyPreset] = {
+    # non-adjacent deepstack (K=2), GQA 6/2, heads*head_dim (96) != hidden (40), untied
+    "awkward": TinyPreset(
+        name="awkward",
+        hidden_size=40,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=72,
+        num_hidden_layers=4,
+        mrope_section=(3, 3, 2),
+        tie_word_embeddings=False,
+        vision_hidden_size=48,
+        vision_heads=3,
+        vision_intermediate_size=80,
+        vision_depth=4,
+        deepstack_visual_indexes=(0, 2),
+        num_position_embeddings=64,
+        min_pixels=16 * 16 * 4 * 6,
+        max_pixels=16 * 16 * 4 * 40,
+        image_mean=(0.48145466, 0.4578275, 0.40821073),
+        image_std=(0.26862954, 0.26130258, 0.27577711),
+        extra_vocab=37,
+    ),
+    # adjacent deepstack (K=3, as in every released size), tied embeddings (2B/4B), MHA
+    "tied": TinyPreset(
+        name="tied",
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=24,
+        intermediate_size=96,
+        num_hidden_layers=5,
+        mrope_section=(4, 4, 4),
+        tie_word_embeddings=True,
+        vision_hidden_size=32,
+        vision_heads=2,
+        vision_intermediate_size=64,
+        vision_depth=5,
+        deepstack_visual_indexes=(1, 2, 3),
+        num_position_embeddings=36,
+        min_pixels=16 * 16 * 4 * 4,
+        max_pixels=16 * 16 * 4 * 30,
+    ),
+    # real Qwen3-VL pixel limits and the released mrope_section proportions
+    "real_limits": TinyPreset(
+        name="real_limits",
+        hidden_size=48,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        mrope_section=(6, 5, 5),
+        tie_word_embeddings=True,
+        vision_hidden_size=32,
+        vision_heads=2,
+        vision_intermediate_size=48,
+        vision_depth=3,
+        deepstack_visual_indexes=(0, 1, 2),
+        num_position_embeddings=2304,
+        min_pixels=65536,
+        max_pixels=16777216,
+    ),
+}
+
+
+def train_tokenizer():
+    """A small byte-level BPE tokenizer with Qwen's pre-tokenizer and special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=420,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([line for line in _CORPUS.splitlines() if line.strip()] * 4, trainer=trainer)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.add_tokens(list(ADDED_TOKENS))
+    return tok
+
+
+def _hf_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_tokenizer()
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        clean_up_tokenization_spaces=False,
+        split_special_tokens=False,
+        model_max_length=32768,
+    )
+    return hf
+
+
+def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int]):
+    from transformers import Qwen3VLConfig
+
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_hidden_layers,
+        num_attention_heads=preset.num_attention_heads,
+        num_key_value_heads=preset.num_key_value_heads,
+        head_dim=preset.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": preset.rope_theta,
+            "mrope_section": list(preset.mrope_section),
+            "mrope_interleaved": True,
+        },
+        attention_bias=False,
+        bos_token_id=token_ids["<|endoftext|>"],
+        eos_token_id=token_ids["<|im_end|>"],
+        tie_word_embeddings=preset.tie_word_embeddings,
+    )
+    vision = dict(
+        depth=preset.vision_depth,
+        hidden_size=preset.vision_hidden_size,
+        hidden_act="gelu_pytorch_tanh",
+        intermediate_size=preset.vision_intermediate_size,
+        num_heads=preset.vision_heads,
+        in_channels=3,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=preset.hidden_size,
+        num_position_embeddings=preset.num_position_embeddings,
+        deepstack_visual_indexes=list(preset.deepstack_visual_indexes),
+    )
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=token_ids["<|image_pad|>"],
+        video_token_id=token_ids["<|video_pad|>"],
+        vision_start_token_id=token_ids["<|vision_start|>"],
+        vision_end_token_id=token_ids["<|vision_end|>"],
+        tie_word_embeddings=preset.tie_word_embeddings,
+    )
+
+
+def _randomize_(model, seed: int) -> None:
+    """Give every parameter a seeded value with a scale that keeps activations O(1).
+
+    HF's init gives tiny weights (std 0.02) and unit norms, so logits barely depend on the
+    input and parity tests could pass on a model that ignores images. Larger, varied weights
+    (norm gains included) make every path matter.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=gen) / fan_in**0.5)
+            elif name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+            else:  # norm gains
+                param.copy_(1.0 + torch.randn(param.shape, generator=gen) * 0.2)
+        # the token embedding is a lookup table, not a projection: unit-scale rows
+        emb = model.model.language_model.embed_tokens.weight
+        emb.copy_(torch.randn(emb.shape, generator=gen))
+        if not model.config.tie_word_embeddings:
+            lm = model.lm_head.weight
+            lm.copy_(torch.randn(lm.shape, generator=gen) / lm.shape[1] ** 0.5)
+
+
+def make_tiny_checkpoint(out_dir: str | Path, preset: str | TinyPreset = "awkward", seed: int = 0) -> Path:
+    """Write a tiny random Qwen3-VL checkpoint folder; returns its path."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = _hf_tokenizer()
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    vocab_size = len(tokenizer) + preset.extra_vocab
+    config = build_config(preset, vocab_size, token_ids)
+
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    _randomize_(model, seed)
+    if preset.tie_word_embeddings:
+        model.tie_weights()
+    model.save_pretrained(out)
+
+    generation = {
+        "bos_token_id": token_ids["<|endoftext|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+        "do_sample": True,
+        "eos_token_id": [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]],
+        "top_k": 20,
+        "top_p": 0.8,
+        "repetition_penalty": 1.0,
+        "temperature": 0.7,
+    }
+    (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+    _write_processor_files(out, tokenizer, preset)
+    return out
+
+
+def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:
+    """The tokenizer and processor files, laid out as Qwen's hub checkpoints have them."""
+    tokenizer.save_pretrained(out)
+    tok_cfg_path = out / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text())
+    tok_cfg.update(tokenizer_class="Qwen2Tokenizer", errors="replace", add_prefix_space=False)
+    tok_cfg.pop("backend", None)
+    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
+    common = {
+        "patch_size": 16,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(preset.image_mean),
+        "image_std": list(preset.image_std),
+        "processor_class": "Qwen3VLProcessor",
+    }
+    image = {
+        "size": {"longest_edge": preset.max_pixels, "shortest_edge": preset.min_pixels},
+        **common,
+        "image_processor_type": "Qwen2VLImageProcessorFast",
+    }
+    video = {
+        "size": {"longest_edge": preset.max_pixels * 4, "shortest_edge": preset.min_pixels},
+        **common,
+        "video_processor_type": "Qwen3VLVideoProcessor",
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
+    (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")

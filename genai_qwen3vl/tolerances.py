@@ -1,0 +1,32 @@
+"""Parity tolerances, in one place, keyed by precision.
+
+Each entry is the largest max-abs difference against transformers that passes:
+``vision`` (every feature set), ``embedding``, ``decoder`` (raw ORT logits, prefill and decode
+steps) and ``end_to_end`` (og's logits at every generated step, via the stock og API).
+``token_steps`` is how many greedy steps must agree token for token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    vision: float
+    embedding: float
+    decoder: float
+    end_to_end: float
+    token_steps: int
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(vision=1e-4, embedding=1e-6, decoder=1e-4, end_to_end=1e-4, token_steps=16),
+}
+
+
+def tolerance(precision: str) -> Tolerance:
+    try:
+        return TOLERANCES[precision]
+    except KeyError:
+        raise KeyError(f"no parity tolerances for precision {precision!r}; add them to tolerances.TOLERANCES") from None

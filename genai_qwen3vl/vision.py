@@ -1,0 +1,166 @@
+"""Vision tower export: HF ``Qwen3VLVisionModel`` -> ``vision.onnx``.
+
+The graph takes ``pixel_values`` [num_patches, 3*T*P*P] and ``image_grid_thw`` [num_images, 3]
+and returns ``image_features`` [num_patches / merge^2, (1+K)*H]: the main merger output and
+the K DeepStack merger outputs side by side on the last axis.
+
+What the HF forward does with Python lists (per-image position ids, cu_seqlens splits, the
+position-embedding interpolation's ``repeat_interleave``) is done here with tensor arithmetic
+on ``image_grid_thw``, so one graph serves any number of images of any sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import io_contract
+from .patches import block_diagonal_mask, export_patches
+from .spec import Qwen3VLSpec
+from .weights import load_submodule_state
+
+log = logging.getLogger(__name__)
+
+
+def patch_layout(grid_thw: torch.Tensor, num_patches, merge: int):
+    """Per patch, in the processor's order (merge-block order within each frame):
+    segment id (one per frame of each image), row, column, and its image's height and width
+    in patches. Pure tensor arithmetic, so it traces with a symbolic grid."""
+    grid = grid_thw.to(torch.int64)
+    t, h, w = grid[:, 0], grid[:, 1], grid[:, 2]
+    counts = t * h * w
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    frame_starts = torch.cumsum(t, 0) - t
+    p = torch.arange(num_patches, device=grid.device, dtype=torch.int64)
+    image = (p[:, None] >= ends[None, :]).sum(-1).clamp(max=grid.shape[0] - 1)
+    height, width = h[image], w[image]
+    local = p - starts[image]
+    frame_size = height * width
+    segment = frame_starts[image] + local // frame_size
+    within = local % frame_size
+    blocks_w = width // merge
+    in_col = within % merge
+    in_row = (within // merge) % merge
+    block_col = (within // (merge * merge)) % blocks_w
+    block_row = within // (merge * merge * blocks_w)
+    row = block_row * merge + in_row
+    col = block_col * merge + in_col
+    return segment, row, col, height, width
+
+
+def interpolated_position_embedding(
+    table: torch.Tensor, row: torch.Tensor, col: torch.Tensor, height: torch.Tensor, width: torch.Tensor
+) -> torch.Tensor:
+    """Bilinear (align_corners=True) resampling of the square learned position table to each
+    patch's (row, col) on its image's (height, width) grid, as HF does it."""
+    side = int(round(table.shape[0] ** 0.5))
+
+    def taps(index, size):
+        src = index.to(torch.float32) * (side - 1) / torch.clamp(size - 1, min=1)
+        lo = torch.floor(src)
+        frac = src - lo
+        lo_i = lo.to(torch.int64).clamp(0, side - 1)
+        hi_i = (lo_i + 1).clamp(max=side - 1)
+        return (lo_i, hi_i), (1 - frac, frac)
+
+    (h0, h1), (wh0, wh1) = taps(row, height)
+    (w0, w1), (ww0, ww1) = taps(col, width)
+    out = None
+    for hi, wh in ((h0, wh0), (h1, wh1)):
+        for wi, ww in ((w0, ww0), (w1, ww1)):
+            term = table[hi * side + wi] * (wh * ww)[:, None].to(table.dtype)
+            out = term if out is None else out + term
+    return out
+
+
+class VisionExportModel(nn.Module):
+    """The HF vision tower behind a graph-friendly forward. Holds HF's module as ``visual``
+    so checkpoint weights load without renaming."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+        self.merge = visual.spatial_merge_size
+        self.deepstack_indexes = list(visual.deepstack_visual_indexes)
+
+    def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        segment, row, col, height, width = patch_layout(image_grid_thw, pixel_values.shape[0], self.merge)
+        hidden = v.patch_embed(pixel_values)
+        hidden = hidden + interpolated_position_embedding(v.pos_embed.weight, row, col, height, width).to(hidden.dtype)
+        position_embeddings = v.rotary_pos_emb(hidden, torch.stack([row, col], dim=-1))
+        mask = block_diagonal_mask(segment, hidden.dtype)
+        features = []
+        for index, block in enumerate(v.blocks):
+            hidden = block(hidden, cu_seqlens=None, position_embeddings=position_embeddings, attention_mask=mask)
+            if index in self.deepstack_indexes:
+                features.append(v.deepstack_merger_list[self.deepstack_indexes.index(index)](hidden))
+        return torch.cat([v.merger(hidden), *features], dim=-1)
+
+
+def build_vision_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32) -> VisionExportModel:
+    """Instantiate the HF vision tower and load only its weights from the checkpoint."""
+    from transformers import AutoConfig
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
+
+    config = AutoConfig.from_pretrained(str(checkpoint_dir), trust_remote_code=False)
+    vision_config = config.vision_config
+    vision_config._attn_implementation = "eager"
+    with torch.device("meta"):
+        visual = Qwen3VLVisionModel(vision_config)
+    state = load_submodule_state(checkpoint_dir, ("model.visual.", "visual."), dtype)
+    visual.load_state_dict(state, strict=True, assign=True)
+    # non-persistent buffers (rotary inv_freq) are not in the checkpoint: rebuild them
+    visual.rotary_pos_emb = type(visual.rotary_pos_emb)(vision_config)
+    return VisionExportModel(visual.to(dtype)).eval()
+
+
+def example_inputs(spec: Qwen3VLSpec, dtype=torch.float32):
+    """Two images of different grids (one of them two frames): keeps every dim symbolic."""
+    m = spec.vision.spatial_merge_size
+    grid = torch.tensor([[1, 2 * m, 3 * m], [2, 3 * m, m]], dtype=torch.int64)
+    patches = int((grid[:, 0] * grid[:, 1] * grid[:, 2]).sum())
+    gen = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(patches, spec.vision.patch_dim, generator=gen).to(dtype)
+    return pixel_values, grid
+
+
+def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path, dtype=torch.float32) -> Path:
+    """Export ``vision.onnx`` (+ external data) into ``out_dir``."""
+    contract = io_contract.VISION
+    path = Path(out_dir) / contract.filename
+    pixel_values, grid = example_inputs(spec, dtype)
+    num_patches = torch.export.Dim("num_patches", min=4)
+    num_images = torch.export.Dim("num_images", min=1)
+    with export_patches(), torch.no_grad():
+        program = torch.onnx.export(
+            model,
+            (pixel_values, grid),
+            dynamo=True,
+            input_names=[t.name for t in contract.inputs],
+            output_names=[t.name for t in contract.outputs],
+            dynamic_shapes={"pixel_values": {0: num_patches}, "image_grid_thw": {0: num_images}},
+            optimize=True,
+            verbose=False,
+        )
+    _name_dynamic_dims(program.model, contract)
+    program.save(str(path), external_data=True)
+    return path
+
+
+def _name_dynamic_dims(model, contract: io_contract.GraphContract) -> None:
+    """Give the graph's symbolic dims the contract's names (dynamo writes s0, s1, ...)."""
+    for value, decl in zip(list(model.graph.inputs) + list(model.graph.outputs), contract.inputs + contract.outputs):
+        if value.shape is None:
+            continue
+        dims = list(value.shape)
+        for i, d in enumerate(decl.shape):
+            if isinstance(d, str) and i < len(dims) and not isinstance(dims[i], int):
+                dims[i] = d
+        import onnx_ir as ir
+
+        value.shape = ir.Shape(dims)
