@@ -79,6 +79,7 @@ def genai_config(spec: Qwen3VLSpec, options: ExportOptions) -> dict[str, Any]:
         "vision_start_token_id": tok.vision_start_token_id,
         "type": spec.og_model_type,
         "vocab_size": t.vocab_size,
+        **dict(tok.markers),
     }
     search = {
         "diversity_penalty": 0.0,
@@ -114,7 +115,7 @@ def load_processor_template() -> dict[str, Any]:
     local = Path(__file__).resolve().parent.parent / "processor_configs" / PROCESSOR_TEMPLATE
     if local.is_file():
         return json.loads(local.read_text())
-    return json.loads(resources.files("genai_qwen3vl").joinpath("processor_configs", PROCESSOR_TEMPLATE).read_text())
+    return json.loads(resources.files("genai_qwen3vl.processor_configs").joinpath(PROCESSOR_TEMPLATE).read_text())
 
 
 def processor_config(spec: Qwen3VLSpec) -> dict[str, Any]:

@@ -16,8 +16,6 @@ adds are no-ops.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import shutil
 from pathlib import Path
@@ -27,6 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import Qwen3VLExportError
+from .logs import captured_output
 from .spec import Qwen3VLSpec
 
 log = logging.getLogger(__name__)
@@ -47,21 +46,18 @@ def run_og_builder(
     cache = Path(work_dir) / "og_cache"
     options = {"exclude_embeds": "true", "filename": "model.onnx", **extra}
     kv = [f"{k}={v}" for k, v in options.items()]
-    captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        with captured_output("onnxruntime-genai builder"):
             parsed = parse_extra_options(
                 None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv
             )
             create_model(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), **parsed)
     except Exception as exc:
-        log.debug("og builder output:\n%s", captured.getvalue())
         raise Qwen3VLExportError(
             f"onnxruntime-genai's builder failed on the text decoder: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    log.debug("og builder output:\n%s", captured.getvalue())
     return out
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import io_contract
 from .spec import Qwen3VLSpec
+from .torch_export import export_to_onnx
 from .weights import load_submodule_state
 
 
@@ -54,26 +55,12 @@ def build_embedding_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=t
 
 
 def export_embedding(model: EmbeddingExportModel, spec: Qwen3VLSpec, out_dir: Path, dtype=torch.float32) -> Path:
-    contract = io_contract.EMBEDDING
-    path = Path(out_dir) / contract.filename
+    """Export ``embedding.onnx`` (+ external data) into ``out_dir``."""
     t = spec.tokens
     input_ids = torch.tensor([[1, t.image_token_id, t.image_token_id, 2, t.video_token_id], [3, 4, 5, 6, 7]])
     image_features = torch.randn(3, spec.feature_width).to(dtype)
-    batch = torch.export.Dim("batch_size")
-    seq = torch.export.Dim("sequence_length")
-    rows = torch.export.Dim("num_image_tokens")
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model,
-            (input_ids, image_features),
-            dynamo=True,
-            input_names=[x.name for x in contract.inputs],
-            output_names=[x.name for x in contract.outputs],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}, "image_features": {0: rows}},
-            optimize=True,
-        )
-    from .vision import _name_dynamic_dims
-
-    _name_dynamic_dims(program.model, contract)
-    program.save(str(path), external_data=True)
-    return path
+    dynamic = {
+        "input_ids": {0: torch.export.Dim("batch_size"), 1: torch.export.Dim("sequence_length")},
+        "image_features": {0: torch.export.Dim("num_image_tokens")},
+    }
+    return export_to_onnx(model, (input_ids, image_features), io_contract.EMBEDDING, dynamic, out_dir)

@@ -138,24 +138,27 @@ def run(options: ExportOptions) -> Path:
     import torch
 
     out = _check_output(options)
+    total = 6
+    with stage(1, total, "load checkpoint"):
+        checkpoint = resolve_checkpoint(options)
+        spec = Qwen3VLSpec.from_checkpoint(checkpoint)
+        log.info(
+            "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
+            spec.architecture,
+            spec.text.num_hidden_layers,
+            spec.text.hidden_size,
+            spec.vision.depth,
+            list(spec.vision.deepstack_visual_indexes),
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_staging(out.parent)
-    total = 6
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
     # the pid suffix lets a later run tell a killed run's leftovers from a live one's
     staging = staging.rename(staging.with_name(f"{staging.name}-{os.getpid()}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
-        with stage(1, total, "load checkpoint"):
-            checkpoint = resolve_checkpoint(options)
-            spec = Qwen3VLSpec.from_checkpoint(checkpoint)
-            log.info(
-                "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
-                spec.architecture,
-                spec.text.num_hidden_layers,
-                spec.text.hidden_size,
-                spec.vision.depth,
-                list(spec.vision.deepstack_visual_indexes),
-            )
         with stage(2, total, "vision"):
             from .vision import build_vision_model, export_vision
 

@@ -81,6 +81,17 @@ class TokenSpec:
     bos_token_id: int | None
     pad_token_id: int | None
     eos_token_ids: tuple[int, ...]
+    # og's tool-call / reasoning markers (bot/eot/bor/eor_token_id), where the tokenizer has them
+    markers: tuple[tuple[str, int], ...] = ()
+
+
+# og's genai_config keys for tool-call and reasoning markers, and the tokens that fill them
+MARKER_TOKENS = {
+    "bot_token_id": ("<tool_call>", "<|tool_call|>"),
+    "eot_token_id": ("</tool_call>", "<|/tool_call|>"),
+    "bor_token_id": ("<think>",),
+    "eor_token_id": ("</think>",),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +172,7 @@ class Qwen3VLSpec:
         vision = _vision_spec(vision_cfg)
         image_proc = _image_processor_spec(root, vision)
         generation = _read_json(root / "generation_config.json") or {}
-        tokens = _token_spec(config, text_cfg, generation)
+        tokens = _token_spec(config, text_cfg, generation, _tokenizer_vocab(root))
         tie = config.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings", False))
         return cls(
             architecture=arch,
@@ -289,7 +300,16 @@ def _as_id_list(value) -> list[int]:
     return [int(x) for x in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def _token_spec(top: dict, text: dict, generation: dict) -> TokenSpec:
+def _tokenizer_vocab(root: Path) -> dict[str, int]:
+    """token -> id for the added tokens and the BPE vocabulary of tokenizer.json."""
+    tok = _read_json(root / "tokenizer.json") or {}
+    vocab = dict((tok.get("model") or {}).get("vocab") or {})
+    for added in tok.get("added_tokens") or []:
+        vocab[added["content"]] = added["id"]
+    return vocab
+
+
+def _token_spec(top: dict, text: dict, generation: dict, vocab: dict[str, int]) -> TokenSpec:
     def first(*values):
         return next((v for v in values if v is not None), None)
 
@@ -308,4 +328,14 @@ def _token_spec(top: dict, text: dict, generation: dict) -> TokenSpec:
         bos_token_id=first(generation.get("bos_token_id"), text.get("bos_token_id"), top.get("bos_token_id")),
         pad_token_id=first(generation.get("pad_token_id"), text.get("pad_token_id"), top.get("pad_token_id")),
         eos_token_ids=tuple(eos),
+        markers=_markers(vocab),
     )
+
+
+def _markers(vocab: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for key, candidates in MARKER_TOKENS.items():
+        token = next((c for c in candidates if c in vocab), None)
+        if token is not None:
+            found.append((key, int(vocab[token])))
+    return tuple(found)

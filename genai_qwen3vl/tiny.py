@@ -35,7 +35,7 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 # Not special in Qwen (they are plain added tokens).
-ADDED_TOKENS = ("<think>", "</think>")
+ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")
 
 # Qwen2's pre-tokenizer split (the same regex Qwen ships in its tokenizer.json).
 QWEN_SPLIT_REGEX = (
@@ -113,6 +113,9 @@ class TinyPreset:
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     extra_vocab: int = 0  # model vocab rows beyond the tokenizer's (Qwen pads its vocab too)
     rope_theta: float = 5_000_000.0
+    # Write it as Qwen's published checkpoints are: bf16 weights in several shards and a
+    # config.json in the transformers-4.57 layout (rope_scaling + rope_theta).
+    hub_layout: bool = False
 
 
 PRESETS: dict[str, TinyPreset] = {
@@ -158,6 +161,7 @@ PRESETS: dict[str, TinyPreset] = {
         num_position_embeddings=36,
         min_pixels=16 * 16 * 4 * 4,
         max_pixels=16 * 16 * 4 * 30,
+        hub_layout=True,
     ),
     # real Qwen3-VL pixel limits and the released mrope_section proportions
     "real_limits": TinyPreset(
@@ -295,7 +299,14 @@ def _randomize_(model, seed: int) -> None:
         # the token embedding is a lookup table, not a projection: unit-scale rows
         emb = model.model.language_model.embed_tokens.weight
         emb.copy_(torch.randn(emb.shape, generator=gen))
-        if not model.config.tie_word_embeddings:
+        if model.config.tie_word_embeddings:
+            # tied: the input token's own row dominates the residual stream and the logits, and
+            # greedy decoding repeats one token; a smaller table and larger layer outputs vary it
+            emb.mul_(0.3)
+            for name, param in model.model.language_model.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    param.mul_(3.0)
+        else:
             lm = model.lm_head.weight
             lm.copy_(torch.randn(lm.shape, generator=gen) / lm.shape[1] ** 0.5)
 
@@ -319,7 +330,11 @@ def make_tiny_checkpoint(out_dir: str | Path, preset: str | TinyPreset = "awkwar
     _randomize_(model, seed)
     if preset.tie_word_embeddings:
         model.tie_weights()
-    model.save_pretrained(out)
+    if preset.hub_layout:
+        model.to(torch.bfloat16).save_pretrained(out, max_shard_size="300KB")
+        _to_hub_config_layout(out / "config.json")
+    else:
+        model.save_pretrained(out)
 
     generation = {
         "bos_token_id": token_ids["<|endoftext|>"],
@@ -335,6 +350,21 @@ def make_tiny_checkpoint(out_dir: str | Path, preset: str | TinyPreset = "awkwar
 
     _write_processor_files(out, tokenizer, preset)
     return out
+
+
+def _to_hub_config_layout(path: Path) -> None:
+    """Rewrite a transformers-5 config.json the way Qwen's hub configs are written (4.57)."""
+    cfg = json.loads(path.read_text())
+    text = cfg["text_config"]
+    rope = text.pop("rope_parameters")
+    text["rope_theta"] = rope.pop("rope_theta")
+    text["rope_scaling"] = rope
+    text["dtype"] = "bfloat16"
+    cfg.pop("dtype", None)
+    cfg["vision_config"]["model_type"] = "qwen3_vl"
+    cfg["vision_config"].pop("rope_parameters", None)
+    cfg["transformers_version"] = "4.57.0.dev0"
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:
@@ -366,3 +396,24 @@ def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:
     }
     (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+
+
+def make_picture(height: int, width: int, seed: int = 0):
+    """A deterministic RGB picture (uint8 HxWx3) with structure at every scale: gradients, a
+    disc, fine noise; so resizing and patching errors show up in the pixels."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack(
+        [
+            128 + 100 * np.sin(x / (3 + seed % 5)) * np.cos(y / 7),
+            255 * x / max(width - 1, 1),
+            255 * y / max(height - 1, 1),
+        ],
+        axis=-1,
+    )
+    cy, cx, r = rng.integers(0, height), rng.integers(0, width), max(3, min(height, width) // 4)
+    img[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.integers(0, 256, 3)
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)

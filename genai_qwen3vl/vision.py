@@ -11,7 +11,6 @@ on ``image_grid_thw``, so one graph serves any number of images of any sizes.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -20,9 +19,8 @@ from torch import nn
 from . import io_contract
 from .patches import block_diagonal_mask, export_patches
 from .spec import Qwen3VLSpec
+from .torch_export import export_to_onnx
 from .weights import load_submodule_state
-
-log = logging.getLogger(__name__)
 
 
 def patch_layout(grid_thw: torch.Tensor, num_patches, merge: int):
@@ -131,36 +129,8 @@ def example_inputs(spec: Qwen3VLSpec, dtype=torch.float32):
 
 def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path, dtype=torch.float32) -> Path:
     """Export ``vision.onnx`` (+ external data) into ``out_dir``."""
-    contract = io_contract.VISION
-    path = Path(out_dir) / contract.filename
-    pixel_values, grid = example_inputs(spec, dtype)
-    num_patches = torch.export.Dim("num_patches", min=4)
-    num_images = torch.export.Dim("num_images", min=1)
-    with export_patches(), torch.no_grad():
-        program = torch.onnx.export(
-            model,
-            (pixel_values, grid),
-            dynamo=True,
-            input_names=[t.name for t in contract.inputs],
-            output_names=[t.name for t in contract.outputs],
-            dynamic_shapes={"pixel_values": {0: num_patches}, "image_grid_thw": {0: num_images}},
-            optimize=True,
-            verbose=False,
-        )
-    _name_dynamic_dims(program.model, contract)
-    program.save(str(path), external_data=True)
-    return path
-
-
-def _name_dynamic_dims(model, contract: io_contract.GraphContract) -> None:
-    """Give the graph's symbolic dims the contract's names (dynamo writes s0, s1, ...)."""
-    for value, decl in zip(list(model.graph.inputs) + list(model.graph.outputs), contract.inputs + contract.outputs):
-        if value.shape is None:
-            continue
-        dims = list(value.shape)
-        for i, d in enumerate(decl.shape):
-            if isinstance(d, str) and i < len(dims) and not isinstance(dims[i], int):
-                dims[i] = d
-        import onnx_ir as ir
-
-        value.shape = ir.Shape(dims)
+    dynamic = {
+        "pixel_values": {0: torch.export.Dim("num_patches", min=4)},
+        "image_grid_thw": {0: torch.export.Dim("num_images", min=1)},
+    }
+    return export_to_onnx(model, example_inputs(spec, dtype), io_contract.VISION, dynamic, out_dir, export_patches())

@@ -1,0 +1,368 @@
+"""Parity against transformers: each artifact, then greedy generation end to end through the
+stock og API. The tests and the command line's validation run this same code.
+
+Every check returns max absolute differences; ``assert_within`` turns a report into one
+error listing every output that exceeds the tolerance table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import io_contract
+from .errors import ParityError
+from .spec import Qwen3VLSpec
+
+
+# --------------------------------------------------------------------------- reference side
+@dataclasses.dataclass
+class Reference:
+    """transformers' model (fp32, eager) and processor (PIL image backend) for a checkpoint."""
+
+    spec: Qwen3VLSpec
+    model: object
+    processor: object
+
+    @classmethod
+    def load(cls, checkpoint_dir: str | Path) -> "Reference":
+        import torch
+        from transformers import AutoImageProcessor, AutoProcessor, Qwen3VLForConditionalGeneration
+
+        spec = Qwen3VLSpec.from_checkpoint(checkpoint_dir)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(
+            str(checkpoint_dir), dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+        processor = AutoProcessor.from_pretrained(str(checkpoint_dir))
+        # og's stock image processor mirrors transformers' PIL backend
+        processor.image_processor = AutoImageProcessor.from_pretrained(str(checkpoint_dir), backend="pil")
+        return cls(spec=spec, model=model, processor=processor)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _maxdiff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ParityError(f"shape mismatch: {a.shape} vs {b.shape}")
+    return float(np.abs(a - b).max()) if a.size else 0.0
+
+
+def assert_within(report: dict[str, float], tolerance: float, what: str) -> None:
+    bad = {k: v for k, v in report.items() if not v <= tolerance}
+    if bad:
+        listing = ", ".join(f"{k}: {v:.3g}" for k, v in report.items())
+        raise ParityError(f"{what} differs from transformers beyond {tolerance:g} in {sorted(bad)} ({listing})")
+
+
+# --------------------------------------------------------------------------- vision
+def random_pixel_values(spec: Qwen3VLSpec, grids: Sequence[Sequence[int]], seed: int) -> np.ndarray:
+    rows = sum(t * h * w for t, h, w in grids)
+    return np.random.default_rng(seed).standard_normal((rows, spec.vision.patch_dim)).astype(np.float32)
+
+
+def vision_parity(out_dir: Path, ref: Reference, grids: Sequence[Sequence[int]], seed: int = 0) -> dict[str, float]:
+    """vision.onnx vs ``get_image_features``: main features and each DeepStack set."""
+    import torch
+
+    pixel_values = random_pixel_values(ref.spec, grids, seed)
+    grid = np.asarray(grids, dtype=np.int64)
+    got = _session(Path(out_dir) / io_contract.VISION.filename).run(
+        None, {"pixel_values": pixel_values, "image_grid_thw": grid}
+    )[0]
+    with torch.no_grad():
+        out = ref.model.model.get_image_features(torch.from_numpy(pixel_values), torch.from_numpy(grid))
+    main = torch.cat(out.pooler_output).numpy()
+    stacks = [torch.cat(f).numpy() for f in out.deepstack_features]
+    H = ref.spec.text.hidden_size
+    if got.shape != (main.shape[0], ref.spec.feature_width):
+        raise ParityError(f"vision.onnx returned {got.shape}, expected {(main.shape[0], ref.spec.feature_width)}")
+    report = {"main": _maxdiff(got[:, :H], main)}
+    for k, feat in enumerate(stacks):
+        report[f"deepstack.{k}"] = _maxdiff(got[:, (k + 1) * H : (k + 2) * H], feat)
+    return report
+
+
+# --------------------------------------------------------------------------- embedding
+def reference_inputs_embeds(ref: Reference, input_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """What transformers feeds its decoder, laid out (1+K)*H wide: token embeddings, with
+    visual rows replaced by the main features (``masked_scatter``) and the DeepStack rows
+    beside them at the visual positions (``visual_pos_masks``)."""
+    import torch
+
+    H, K = ref.spec.text.hidden_size, ref.spec.num_deepstack
+    ids = torch.from_numpy(input_ids)
+    with torch.no_grad():
+        embeds = ref.model.model.get_input_embeddings()(ids)
+    t = ref.spec.tokens
+    visual = (ids == t.image_token_id) | (ids == t.video_token_id)
+    full = torch.zeros(*ids.shape, (1 + K) * H)
+    full[..., :H] = embeds
+    n = int(visual.sum())
+    if features.shape[0] >= n > 0:  # a prompt step: every visual token takes a feature row
+        full[visual] = torch.from_numpy(features[:n])
+    return full.numpy()
+
+
+def embedding_parity(out_dir: Path, ref: Reference, seed: int = 0) -> dict[str, float]:
+    """embedding.onnx vs transformers' embedding + scatter: a prompt with image tokens, a batch
+    of two, and decode steps (0 feature rows) including a generated image-pad id."""
+    rng = np.random.default_rng(seed)
+    t = ref.spec.tokens
+    text_ids = [i for i in range(min(ref.spec.text.vocab_size, 1000)) if i not in (t.image_token_id, t.video_token_id)]
+    W = ref.spec.feature_width
+    sess = _session(Path(out_dir) / io_contract.EMBEDDING.filename)
+
+    def case(ids, rows):
+        ids = np.asarray(ids, dtype=np.int64)
+        feats = rng.standard_normal((rows, W)).astype(np.float32)
+        got = sess.run(None, {"input_ids": ids, "image_features": feats})[0]
+        return _maxdiff(got, reference_inputs_embeds(ref, ids, feats))
+
+    pad = t.image_token_id
+    prompt = [rng.choice(text_ids) for _ in range(3)] + [pad] * 5 + [rng.choice(text_ids) for _ in range(2)]
+    video = [t.vision_start_token_id, t.video_token_id, t.video_token_id, t.vision_end_token_id]
+    return {
+        "prompt": case([prompt], 5),
+        "prompt_video_tokens": case([prompt + video], 7),
+        "batch_of_two": case([prompt[:5], [rng.choice(text_ids) for _ in range(5)]], 2),
+        "decode_step": case([[rng.choice(text_ids)]], 0),
+        "decode_step_image_pad": case([[pad]], 0),
+    }
+
+
+# --------------------------------------------------------------------------- decoder
+def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int = 11, decode_steps: int = 3):
+    """model.onnx (raw ORT) vs transformers' language model + lm_head with DeepStack inputs:
+    a prefill with visual positions, then decode steps through the KV cache."""
+    import torch
+    from transformers import DynamicCache
+
+    spec = ref.spec
+    H, K, L = spec.text.hidden_size, spec.num_deepstack, spec.text.num_hidden_layers
+    kv, hd = spec.text.num_key_value_heads, spec.text.head_dim
+    gen = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(1, prompt_len, H, generator=gen)
+    visual = torch.zeros(1, prompt_len, dtype=torch.bool)
+    visual[0, 2 : 2 + prompt_len // 2] = True
+    deepstack = [torch.randn(int(visual.sum()), H, generator=gen) for _ in range(K)]
+    # 3D positions like an image block: t constant, h/w varying
+    pos = torch.arange(prompt_len).repeat(3, 1)
+    n_vis = int(visual.sum())
+    pos[1, visual[0]] = 2 + torch.arange(n_vis) // 2
+    pos[2, visual[0]] = 2 + torch.arange(n_vis) % 2
+    pos[0, visual[0]] = 2
+    pos = pos[:, None, :]
+
+    full = torch.zeros(1, prompt_len, (1 + K) * H)
+    full[..., :H] = embeds
+    for k in range(K):
+        full[0, visual[0], (k + 1) * H : (k + 2) * H] = deepstack[k]
+
+    sess = _session(Path(out_dir) / io_contract.DECODER.filename)
+    feeds = {f"past_key_values.{i}.{kind}": np.zeros((1, kv, 0, hd), np.float32) for i in range(L) for kind in ("key", "value")}
+    cache = DynamicCache(config=ref.model.config.text_config)
+    report = {}
+    total = 0
+    step_inputs = [(full, pos, embeds, True)]
+    next_pos = int(pos.max()) + 1
+    for s in range(decode_steps):
+        e = torch.randn(1, 1, H, generator=gen)
+        f = torch.zeros(1, 1, (1 + K) * H)
+        f[..., :H] = e
+        step_inputs.append((f, torch.full((3, 1, 1), next_pos + s), e, False))
+    for step, (f, p, e, is_prefill) in enumerate(step_inputs):
+        total += f.shape[1]
+        feeds.update(
+            inputs_embeds=f.numpy(),
+            attention_mask=np.ones((1, total), np.int64),
+            position_ids=p.numpy().astype(np.int64),
+        )
+        outputs = sess.run(None, feeds)
+        names = [o.name for o in sess.get_outputs()]
+        result = dict(zip(names, outputs))
+        for i in range(L):
+            feeds[f"past_key_values.{i}.key"] = result[f"present.{i}.key"]
+            feeds[f"past_key_values.{i}.value"] = result[f"present.{i}.value"]
+        with torch.no_grad():
+            out = ref.model.model.language_model(
+                inputs_embeds=e,
+                position_ids=p,
+                cache=cache,
+                use_cache=True,
+                visual_pos_masks=visual if is_prefill else None,
+                deepstack_visual_embeds=deepstack if is_prefill else None,
+            )
+            logits = ref.model.lm_head(out.last_hidden_state).numpy()
+        report["prefill" if is_prefill else f"decode.{step}"] = _maxdiff(result["logits"], logits)
+    return report
+
+
+# --------------------------------------------------------------------------- end to end
+@dataclasses.dataclass
+class Generation:
+    prompt_ids: list[int]
+    tokens: list[int]
+    logits: list[np.ndarray]  # one [vocab] row per generated step (raw model logits)
+    position_ids: np.ndarray | None = None  # [3, prompt_len] for the prompt
+    text: str = ""
+    # token ids whose logits the generator overwrote (og applies min_length to eos in place)
+    suppressed: tuple[int, ...] = ()
+
+
+_OG_MODELS: dict[str, object] = {}
+
+
+def og_model(out_dir: Path):
+    """og.Model for a folder, loaded once per process."""
+    import onnxruntime_genai as og
+
+    key = str(Path(out_dir).resolve())
+    if key not in _OG_MODELS:
+        _OG_MODELS[key] = og.Model(key)
+    return _OG_MODELS[key]
+
+
+def og_generate(out_dir: Path, prompt: str, image_paths: Sequence[str | Path] = (), steps: int = 16) -> Generation:
+    """Greedy generation exactly as og's samples do it: og.Model, its multimodal processor,
+    og.Images.open, og.Generator."""
+    import onnxruntime_genai as og
+
+    model = og_model(out_dir)
+    processor = model.create_multimodal_processor()
+    images = og.Images.open(*[str(p) for p in image_paths]) if image_paths else None
+    inputs = processor(prompt, images=images)
+    prompt_ids = inputs["input_ids"].as_numpy().reshape(-1).astype(int).tolist()
+    total = len(prompt_ids) + steps
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=total, min_length=total)
+    generator = og.Generator(model, params)
+    generator.set_inputs(inputs)
+    tokens, logits, positions = [], [], None
+    while not generator.is_done() and len(tokens) < steps:
+        generator.generate_next_token()
+        if positions is None:
+            positions = np.array(generator.get_input("position_ids"))[:, 0, :]
+        logits.append(np.array(generator.get_output("logits")[0, -1], dtype=np.float32))
+        tokens.append(int(generator.get_next_tokens()[0]))
+    text = processor.decode(tokens) if hasattr(processor, "decode") else ""
+    # min_length keeps eos from ending the run early; og enforces it by overwriting the eos
+    # logits in the very buffer get_output returns, so those columns are not model output.
+    eos = tuple(int(x) for x in model_eos_ids(out_dir))
+    return Generation(prompt_ids, tokens, logits, positions, text, suppressed=eos)
+
+
+def model_eos_ids(out_dir: Path) -> list[int]:
+    import json
+
+    config = json.loads((Path(out_dir) / "genai_config.json").read_text())
+    eos = config["model"]["eos_token_id"]
+    return eos if isinstance(eos, list) else [eos]
+
+
+def hf_generate(ref: Reference, prompt: str, images: Sequence = (), steps: int = 16) -> Generation:
+    """Greedy generation with transformers' model and processor (PIL image backend)."""
+    import torch
+
+    enc = ref.processor(text=[prompt], images=list(images) or None, return_tensors="pt")
+    with torch.no_grad():
+        out = ref.model.generate(
+            **enc,
+            do_sample=False,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            output_logits=True,
+            return_dict_in_generate=True,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        positions, _ = ref.model.model.get_rope_index(
+            enc["input_ids"],
+            mm_token_type_ids=enc["mm_token_type_ids"],
+            image_grid_thw=enc.get("image_grid_thw"),
+            attention_mask=enc["attention_mask"],
+        )
+    prompt_len = enc["input_ids"].shape[1]
+    tokens = out.sequences[0, prompt_len:].tolist()
+    return Generation(
+        prompt_ids=enc["input_ids"][0].tolist(),
+        tokens=tokens,
+        logits=[row[0].numpy().astype(np.float32) for row in out.logits],
+        position_ids=positions[:, 0, :].numpy(),
+        text=ref.processor.tokenizer.decode(tokens),
+    )
+
+
+@dataclasses.dataclass
+class GenerationComparison:
+    prompt_ids_equal: bool
+    positions_equal: bool
+    matching_steps: int  # leading generated tokens that agree
+    steps: int
+    max_logit_diff: float  # over the agreeing steps
+    per_step: list[float]
+
+    def summary(self) -> str:
+        return (
+            f"prompt ids {'equal' if self.prompt_ids_equal else 'DIFFER'}, "
+            f"position ids {'equal' if self.positions_equal else 'DIFFER'}, "
+            f"{self.matching_steps}/{self.steps} tokens agree, max |logit diff| {self.max_logit_diff:.3g}"
+        )
+
+
+def compare_generations(ours: Generation, theirs: Generation) -> GenerationComparison:
+    matching = 0
+    for a, b in zip(ours.tokens, theirs.tokens):
+        if a != b:
+            break
+        matching += 1
+    # a step's logits are comparable while the inputs so far agree (up to and including the
+    # first differing token's step)
+    comparable = min(matching + 1, len(ours.logits), len(theirs.logits))
+    ignored = sorted(set(ours.suppressed) | set(theirs.suppressed))
+    keep = None
+    if ignored and ours.logits:
+        keep = np.ones(ours.logits[0].shape[-1], dtype=bool)
+        keep[[i for i in ignored if i < keep.size]] = False
+    per_step = [
+        _maxdiff(a[keep], b[keep]) if keep is not None else _maxdiff(a, b)
+        for a, b in zip(ours.logits[:comparable], theirs.logits[:comparable])
+    ]
+    positions_equal = (
+        ours.position_ids is not None
+        and theirs.position_ids is not None
+        and ours.position_ids.shape == theirs.position_ids.shape
+        and bool(np.array_equal(ours.position_ids, theirs.position_ids))
+    )
+    return GenerationComparison(
+        prompt_ids_equal=ours.prompt_ids == theirs.prompt_ids,
+        positions_equal=positions_equal,
+        matching_steps=matching,
+        steps=min(len(ours.tokens), len(theirs.tokens)),
+        max_logit_diff=max(per_step) if per_step else float("inf"),
+        per_step=per_step,
+    )
+
+
+def assert_generation_parity(cmp: GenerationComparison, tolerance: float, min_steps: int, what: str) -> None:
+    problems = []
+    if not cmp.prompt_ids_equal:
+        problems.append("the prompt token ids differ")
+    if not cmp.positions_equal:
+        problems.append("og's 3D position ids differ from get_rope_index")
+    if cmp.matching_steps < min_steps:
+        problems.append(f"only {cmp.matching_steps} greedy tokens agree (need {min_steps})")
+    if not cmp.max_logit_diff <= tolerance:
+        problems.append(f"max |logit diff| {cmp.max_logit_diff:.3g} > {tolerance:g}")
+    if problems:
+        raise ParityError(f"{what}: " + "; ".join(problems) + f" ({cmp.summary()})")

@@ -1,0 +1,101 @@
+"""Session fixtures: tiny random Qwen3-VL checkpoints (seeded, awkward dimensions), their
+exports through the real command line, transformers references, and generated pictures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from genai_qwen3vl.tiny import PRESETS, make_picture, make_tiny_checkpoint
+
+# Presets every parity test runs on (see genai_qwen3vl/tiny.py for their dimensions).
+ALL_PRESETS = tuple(PRESETS)
+
+
+_PARITY_RESULTS: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def record_parity(request):
+    """Tests hand their measured differences here; the summary prints them all at the end."""
+
+    def record(report):
+        text = report if isinstance(report, str) else ", ".join(f"{k} {v:.2e}" for k, v in report.items())
+        _PARITY_RESULTS.append((request.node.name, text))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _PARITY_RESULTS:
+        terminalreporter.section("measured parity against transformers (max |diff|)")
+        for name, text in _PARITY_RESULTS:
+            terminalreporter.write_line(f"{name}: {text}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """preset name -> checkpoint folder (built on first use)."""
+    cache: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in cache:
+            cache[preset] = make_tiny_checkpoint(tmp_path_factory.mktemp(f"ckpt_{preset}"), preset, seed=1234)
+        return cache[preset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, checkpoints):
+    """preset name -> output folder written by the command line (-p fp32 -e cpu)."""
+    from genai_qwen3vl.cli import main
+
+    cache: dict[str, Path] = {}
+
+    def get(preset: str) -> Path:
+        if preset not in cache:
+            out = tmp_path_factory.mktemp(f"out_{preset}") / "model"
+            rc = main(["-i", str(checkpoints(preset)), "-o", str(out), "-p", "fp32", "-e", "cpu"])
+            assert rc == 0, f"export of {preset} failed with exit code {rc}"
+            cache[preset] = out
+        return cache[preset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference(checkpoints):
+    """preset name -> transformers Reference (model fp32 eager, PIL image processor)."""
+    from genai_qwen3vl.parity import Reference
+
+    cache: dict = {}
+
+    def get(preset: str):
+        if preset not in cache:
+            cache[preset] = Reference.load(checkpoints(preset))
+        return cache[preset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def image_file(tmp_path_factory):
+    """(height, width, seed) -> PNG path of ``picture``."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+
+    def get(height: int, width: int, seed: int = 0) -> Path:
+        path = folder / f"pic_{height}x{width}_{seed}.png"
+        if not path.exists():
+            Image.fromarray(make_picture(height, width, seed)).save(path)
+        return path
+
+    return get

@@ -1,0 +1,52 @@
+"""model.onnx (og's builder + our DeepStack extension), run in raw ORT, against transformers'
+language model with DeepStack inputs, for a prefill and decode steps through the KV cache."""
+
+import numpy as np
+import onnx
+import pytest
+
+from genai_qwen3vl import io_contract
+from genai_qwen3vl.parity import assert_within, decoder_parity
+from genai_qwen3vl.tolerances import tolerance
+
+from .conftest import ALL_PRESETS
+
+
+@pytest.mark.parity(artifact="decoder")
+@pytest.mark.parametrize("precision", ["fp32"])
+@pytest.mark.parametrize("preset", ALL_PRESETS)
+def test_decoder_matches_transformers(preset, precision, exported, reference, record_parity):
+    report = decoder_parity(exported(preset), reference(preset), seed=11, prompt_len=13, decode_steps=4)
+    assert set(report) == {"prefill", "decode.1", "decode.2", "decode.3", "decode.4"}
+    record_parity(report)
+    assert_within(report, tolerance(precision).decoder, f"decoder ({preset})")
+
+
+@pytest.mark.parametrize("preset", ALL_PRESETS)
+def test_deepstack_adds_follow_the_first_k_layers(preset, exported, reference):
+    spec = reference(preset).spec
+    model = onnx.load(str(exported(preset) / io_contract.DECODER.filename), load_external_data=False)
+    adds = [n.name for n in model.graph.node if n.name.endswith("/deepstack/Add")]
+    assert adds == [f"/model/layers.{k}/deepstack/Add" for k in range(spec.num_deepstack)]
+    embeds = next(i for i in model.graph.input if i.name == "inputs_embeds")
+    assert embeds.type.tensor_type.shape.dim[-1].dim_value == spec.feature_width
+
+
+def test_deepstack_is_not_a_no_op(reference):
+    """The parity above would be meaningless if DeepStack did not change the logits here:
+    transformers without its DeepStack inputs differs by far more than the tolerance."""
+    import torch
+
+    ref = reference("awkward")
+    H, K = ref.spec.text.hidden_size, ref.spec.num_deepstack
+    gen = torch.Generator().manual_seed(0)
+    embeds = torch.randn(1, 9, H, generator=gen)
+    visual = torch.zeros(1, 9, dtype=torch.bool)
+    visual[0, 2:7] = True
+    stacks = [torch.randn(5, H, generator=gen) for _ in range(K)]
+    pos = torch.arange(9).repeat(3, 1)[:, None, :]
+    lm = ref.model.model.language_model
+    with torch.no_grad():
+        with_ds = ref.model.lm_head(lm(inputs_embeds=embeds, position_ids=pos, visual_pos_masks=visual, deepstack_visual_embeds=stacks).last_hidden_state)
+        without = ref.model.lm_head(lm(inputs_embeds=embeds, position_ids=pos).last_hidden_state)
+    assert float(np.abs((with_ds - without).numpy()).max()) > 1000 * tolerance("fp32").decoder
