@@ -311,12 +311,14 @@ class GenerationComparison:
     steps: int
     max_logit_diff: float  # over the agreeing steps
     per_step: list[float]
+    distinct_tokens: int = 0  # how varied the generated tokens are (a constant run proves less)
 
     def summary(self) -> str:
         return (
             f"prompt ids {'equal' if self.prompt_ids_equal else 'DIFFER'}, "
             f"position ids {'equal' if self.positions_equal else 'DIFFER'}, "
-            f"{self.matching_steps}/{self.steps} tokens agree, max |logit diff| {self.max_logit_diff:.3g}"
+            f"{self.matching_steps}/{self.steps} tokens agree ({self.distinct_tokens} distinct), "
+            f"max |logit diff| {self.max_logit_diff:.3g}"
         )
 
 
@@ -351,6 +353,7 @@ def compare_generations(ours: Generation, theirs: Generation) -> GenerationCompa
         steps=min(len(ours.tokens), len(theirs.tokens)),
         max_logit_diff=max(per_step) if per_step else float("inf"),
         per_step=per_step,
+        distinct_tokens=len(set(theirs.tokens)),
     )
 
 

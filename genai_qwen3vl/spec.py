@@ -209,6 +209,11 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
     theta = rope.get("rope_theta", t.get("rope_theta", top.get("rope_theta")))
     if theta is None:
         raise CheckpointError("config.json text_config has no rope_theta (in rope_parameters or at top level)")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise CheckpointError(
+            f"config.json text_config uses rope_type {rope_type!r}; only Qwen3-VL's 'default' MRoPE is supported"
+        )
     section = rope.get("mrope_section")
     if not section:
         raise CheckpointError("config.json text_config has no mrope_section: not a Qwen3-VL text config")

@@ -163,6 +163,28 @@ PRESETS: dict[str, TinyPreset] = {
         max_pixels=16 * 16 * 4 * 30,
         hub_layout=True,
     ),
+    # deeper and wider: 8 layers, GQA 8/2, DeepStack K=3 spread over a 6-block vision tower,
+    # a 24x24 position table, Qwen's real min_pixels (every image >= 64 tokens)
+    "deep": TinyPreset(
+        name="deep",
+        hidden_size=256,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=48,
+        intermediate_size=704,
+        num_hidden_layers=8,
+        mrope_section=(8, 8, 8),
+        tie_word_embeddings=False,
+        vision_hidden_size=128,
+        vision_heads=4,
+        vision_intermediate_size=320,
+        vision_depth=6,
+        deepstack_visual_indexes=(1, 3, 5),
+        num_position_embeddings=576,
+        min_pixels=65536,
+        max_pixels=16 * 16 * 4 * 256,
+        extra_vocab=100,
+    ),
     # real Qwen3-VL pixel limits and the released mrope_section proportions
     "real_limits": TinyPreset(
         name="real_limits",

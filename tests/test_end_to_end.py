@@ -52,11 +52,12 @@ CASES = {
         [(96, 128, 6)],
     ),
     "small_image_upscaled": Case([_user(IMAGE, _text("Read the text in the sign."))], [(40, 50, 7)]),
-    "large_image_downscaled": Case([_user(IMAGE, _text("How many objects are there?"))], [(300, 400, 8)]),
+    "large_image_downscaled": Case([_user(IMAGE, _text("How many objects are there?"))], [(600, 800, 8)]),
 }
 # The preset with Qwen3-VL's real pixel limits makes >= 64 tokens per image: fewer cases.
 CASES_FOR = {name: list(CASES) for name in ALL_PRESETS}
 CASES_FOR["real_limits"] = ["text_only", "one_image", "small_image_upscaled"]
+CASES_FOR["deep"] = ["text_only", "two_images_different_sizes", "multi_turn_image_earlier", "large_image_downscaled"]
 PARAMS = [(p, c) for p in ALL_PRESETS for c in CASES_FOR[p]]
 
 

@@ -64,6 +64,7 @@ def _rope(cfg):
         (lambda c: c.update(architectures=["Qwen2_5_VLForConditionalGeneration"]), "Qwen2_5_VLForConditionalGeneration"),
         (lambda c: c["text_config"].pop("head_dim"), "head_dim"),
         (lambda c: c["text_config"].update(num_key_value_heads=4), "num_key_value_heads"),
+        (lambda c: _rope(c).update(rope_type="yarn"), "rope_type 'yarn'"),
     ],
 )
 def test_inconsistent_config_is_rejected(tmp_path, checkpoints, edit, message):
