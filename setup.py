@@ -30,11 +30,13 @@ setup(
         "huggingface_hub>=0.30",
         "pillow>=10",
         "numpy>=1.26",
+        "jinja2>=3.1",  # chat templates in Qwen3VLProcessor.apply_chat_template
     ],
     extras_require={
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
-        "test": ["pytest>=8"],
+        "video": ["av>=12"],  # decoding video files in Qwen3VLProcessor
+        "test": ["pytest>=8", "av>=12"],
     },
     entry_points={
         "console_scripts": [

@@ -1,13 +1,14 @@
 """Embedding export: token embeddings + visual features -> ``embedding.onnx``.
 
 ``inputs_embeds`` is (1+K)*H wide. At text tokens, channels [0:H] hold the token embedding and
-the rest are zero; at image/video-pad tokens the whole row is the vision graph's feature row
-(main features, then the K DeepStack features), taken in order. The decoder adds the DeepStack
-slices after its first K layers, where zeros make it a no-op.
+the rest are zero; at image-pad and video-pad tokens the whole row is one of the vision graph's
+feature rows (main features, then the K DeepStack features). As in transformers, image rows
+fill the image-pad positions in order and the rows after them fill the video-pad positions in
+order (``image_features`` holds all images' rows, then all videos' rows). The decoder adds the
+DeepStack slices after its first K layers, where zeros make it a no-op.
 
 og hands this graph ``image_features`` with 0 rows at decode steps, and a generated token may
-equal the image-pad id; such tokens (more pads than feature rows) get the plain token
-embedding, as in transformers.
+equal a pad id; pads without a feature row get the plain token embedding, as in transformers.
 """
 
 from __future__ import annotations
@@ -35,14 +36,20 @@ class EmbeddingExportModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
         embeds = self.embed_tokens(input_ids)
         text_rows = nn.functional.pad(embeds, (0, self.width - self.hidden))
-        is_visual = ((input_ids == self.image_token_id) | (input_ids == self.video_token_id)).reshape(-1)
-        order = torch.cumsum(is_visual.to(torch.int64), dim=0) - 1
+        flat = input_ids.reshape(-1)
+        is_image = flat == self.image_token_id
+        is_video = flat == self.video_token_id
         available = image_features.shape[0]
-        take = is_visual & (order < available)
+        image_order = torch.cumsum(is_image.to(torch.int64), dim=0) - 1
+        image_rows = torch.clamp(is_image.to(torch.int64).sum(), max=available)
+        video_row = image_rows + torch.cumsum(is_video.to(torch.int64), dim=0) - 1
+        take_image = is_image & (image_order < available)
+        take_video = is_video & (video_row < available)
+        index = torch.where(take_image, image_order, torch.where(take_video, video_row, torch.full_like(flat, available)))
         rows = torch.cat([image_features.to(embeds.dtype), text_rows.new_zeros(1, self.width)], dim=0)
-        index = torch.where(take, order, torch.full_like(order, available))
         gathered = rows[index].reshape(text_rows.shape)
-        return torch.where(take.reshape(input_ids.shape + (1,)), gathered, text_rows)
+        take = (take_image | take_video).reshape(input_ids.shape + (1,))
+        return torch.where(take, gathered, text_rows)
 
 
 def build_embedding_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32) -> EmbeddingExportModel:

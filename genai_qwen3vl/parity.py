@@ -94,22 +94,28 @@ def vision_parity(out_dir: Path, ref: Reference, grids: Sequence[Sequence[int]],
 
 # --------------------------------------------------------------------------- embedding
 def reference_inputs_embeds(ref: Reference, input_ids: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """What transformers feeds its decoder, laid out (1+K)*H wide: token embeddings, with
-    visual rows replaced by the main features (``masked_scatter``) and the DeepStack rows
-    beside them at the visual positions (``visual_pos_masks``)."""
+    """What transformers feeds its decoder, laid out (1+K)*H wide: token embeddings, image rows
+    ``masked_scatter``-ed into image pads and the following rows into video pads (as
+    ``Qwen3VLModel.forward`` does with image and video features), DeepStack rows beside them at
+    the same positions (``visual_pos_masks``). At a decode step (no feature rows) transformers
+    embeds every token, pads included, with the plain token embedding."""
     import torch
 
     H, K = ref.spec.text.hidden_size, ref.spec.num_deepstack
     ids = torch.from_numpy(input_ids)
+    model = ref.model.model
     with torch.no_grad():
-        embeds = ref.model.model.get_input_embeddings()(ids)
-    t = ref.spec.tokens
-    visual = (ids == t.image_token_id) | (ids == t.video_token_id)
+        embeds = model.get_input_embeddings()(ids)
     full = torch.zeros(*ids.shape, (1 + K) * H)
     full[..., :H] = embeds
-    n = int(visual.sum())
-    if features.shape[0] >= n > 0:  # a prompt step: every visual token takes a feature row
-        full[visual] = torch.from_numpy(features[:n])
+    if features.shape[0]:
+        rows = torch.from_numpy(features)
+        n_image = int((ids == ref.spec.tokens.image_token_id).sum())
+        image_rows, video_rows = rows[:n_image], rows[n_image:]
+        image_mask, _ = model.get_placeholder_mask(ids, inputs_embeds=embeds, image_features=image_rows[:, :H])
+        _, video_mask = model.get_placeholder_mask(ids, inputs_embeds=embeds, video_features=video_rows[:, :H])
+        full = full.masked_scatter(image_mask.expand_as(full), image_rows)
+        full = full.masked_scatter(video_mask.expand_as(full), video_rows)
     return full.numpy()
 
 
@@ -133,7 +139,8 @@ def embedding_parity(out_dir: Path, ref: Reference, seed: int = 0) -> dict[str, 
     video = [t.vision_start_token_id, t.video_token_id, t.video_token_id, t.vision_end_token_id]
     return {
         "prompt": case([prompt], 5),
-        "prompt_video_tokens": case([prompt + video], 7),
+        "prompt_video_before_image": case([video + prompt], 7),
+        "prompt_image_and_video": case([prompt + video], 7),
         "batch_of_two": case([prompt[:5], [rng.choice(text_ids) for _ in range(5)]], 2),
         "decode_step": case([[rng.choice(text_ids)]], 0),
         "decode_step_image_pad": case([[pad]], 0),
@@ -232,15 +239,39 @@ def og_model(out_dir: Path):
     return _OG_MODELS[key]
 
 
-def og_generate(out_dir: Path, prompt: str, image_paths: Sequence[str | Path] = (), steps: int = 16) -> Generation:
-    """Greedy generation exactly as og's samples do it: og.Model, its multimodal processor,
-    og.Images.open, og.Generator."""
+def og_inputs(out_dir: Path, prompt: str, images: Sequence = (), videos: Sequence = (), video_fps=None, processor: str = "ours"):
+    """og.NamedTensors for a prompt: from this project's ``Qwen3VLProcessor`` (``"ours"``, exact
+    transformers preprocessing, videos too) or og's stock multimodal processor (``"stock"``,
+    image file paths only), exactly as og's samples call it."""
+    import onnxruntime_genai as og
+
+    if processor == "ours":
+        from .processing import Qwen3VLProcessor
+
+        return Qwen3VLProcessor(out_dir)(prompt, images=list(images), videos=list(videos), video_fps=video_fps)
+    if processor != "stock":
+        raise ValueError(f"processor must be 'ours' or 'stock', got {processor!r}")
+    if videos:
+        raise ValueError("og's stock processor takes no videos for Qwen3-VL; use processor='ours'")
+    stock = og_model(out_dir).create_multimodal_processor()
+    return stock(prompt, images=og.Images.open(*[str(p) for p in images]) if images else None)
+
+
+def og_generate(
+    out_dir: Path,
+    prompt: str,
+    images: Sequence = (),
+    steps: int = 16,
+    videos: Sequence = (),
+    video_fps=None,
+    processor: str = "stock",
+) -> Generation:
+    """Greedy generation through the stock og API: og.Model, og.GeneratorParams, og.Generator,
+    with inputs from ``og_inputs``."""
     import onnxruntime_genai as og
 
     model = og_model(out_dir)
-    processor = model.create_multimodal_processor()
-    images = og.Images.open(*[str(p) for p in image_paths]) if image_paths else None
-    inputs = processor(prompt, images=images)
+    inputs = og_inputs(out_dir, prompt, images, videos, video_fps, processor)
     prompt_ids = inputs["input_ids"].as_numpy().reshape(-1).astype(int).tolist()
     total = len(prompt_ids) + steps
     params = og.GeneratorParams(model)
@@ -254,7 +285,7 @@ def og_generate(out_dir: Path, prompt: str, image_paths: Sequence[str | Path] = 
             positions = np.array(generator.get_input("position_ids"))[:, 0, :]
         logits.append(np.array(generator.get_output("logits")[0, -1], dtype=np.float32))
         tokens.append(int(generator.get_next_tokens()[0]))
-    text = processor.decode(tokens) if hasattr(processor, "decode") else ""
+    text = og.Tokenizer(model).decode(tokens)
     # min_length keeps eos from ending the run early; og enforces it by overwriting the eos
     # logits in the very buffer get_output returns, so those columns are not model output.
     eos = tuple(int(x) for x in model_eos_ids(out_dir))
@@ -269,11 +300,38 @@ def model_eos_ids(out_dir: Path) -> list[int]:
     return eos if isinstance(eos, list) else [eos]
 
 
-def hf_generate(ref: Reference, prompt: str, images: Sequence = (), steps: int = 16) -> Generation:
-    """Greedy generation with transformers' model and processor (PIL image backend)."""
+def hf_video_input(ref: Reference, video, fps: float | None = None) -> tuple[object, dict, bool]:
+    """A video as transformers takes it: (frames, video_metadata, do_sample_frames).
+
+    Frame arrays go in with their frame rate and are sampled by transformers. Files are decoded
+    with transformers' own PyAV loader and sampler (its default decoder, torchcodec, is not
+    installed here) and handed over already sampled."""
+    if isinstance(video, (str, Path)):
+        from transformers.video_utils import load_video
+
+        frames, metadata = load_video(str(video), backend="pyav", sample_indices_fn=ref.processor.video_processor.sample_frames)
+        return frames, metadata, False
+    frames = np.asarray(video)
+    return frames, {"fps": fps if fps is not None else 24.0, "total_num_frames": len(frames)}, True
+
+
+def hf_generate(
+    ref: Reference, prompt: str, images: Sequence = (), steps: int = 16, videos: Sequence = (), video_fps=None
+) -> Generation:
+    """Greedy generation with transformers' model and processor (PIL image backend; its video
+    processor, which has only a torchvision backend)."""
     import torch
 
-    enc = ref.processor(text=[prompt], images=list(images) or None, return_tensors="pt")
+    kwargs = {}
+    if videos:
+        fps_list = video_fps if isinstance(video_fps, (list, tuple)) else [video_fps] * len(videos)
+        triples = [hf_video_input(ref, v, f) for v, f in zip(videos, fps_list)]
+        kwargs = dict(
+            videos=[t[0] for t in triples],
+            video_metadata=[t[1] for t in triples],
+            do_sample_frames=all(t[2] for t in triples),
+        )
+    enc = ref.processor(text=[prompt], images=list(images) or None, return_tensors="pt", **kwargs)
     with torch.no_grad():
         out = ref.model.generate(
             **enc,
@@ -290,6 +348,7 @@ def hf_generate(ref: Reference, prompt: str, images: Sequence = (), steps: int =
             enc["input_ids"],
             mm_token_type_ids=enc["mm_token_type_ids"],
             image_grid_thw=enc.get("image_grid_thw"),
+            video_grid_thw=enc.get("video_grid_thw"),
             attention_mask=enc["attention_mask"],
         )
     prompt_len = enc["input_ids"].shape[1]
