@@ -11,7 +11,15 @@ import sys
 from pathlib import Path
 
 from .errors import Qwen3VLExportError
-from .options import DEFAULT_MAX_LENGTH, EXECUTION_PROVIDERS, PRECISIONS, ExportOptions
+from .options import (
+    DEFAULT_MAX_LENGTH,
+    EXECUTION_PROVIDERS,
+    FLOAT_DTYPES,
+    INT4_ACCURACY_LEVELS,
+    INT4_BLOCK_SIZES,
+    PRECISIONS,
+    ExportOptions,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default search max_length in genai_config.json (prompt + answer tokens; default {DEFAULT_MAX_LENGTH})",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--int4_block_size", type=int, default=32, choices=INT4_BLOCK_SIZES, help="-p int4: quantization block size (default 32)"
+    )
+    parser.add_argument(
+        "--int4_accuracy_level",
+        type=int,
+        default=None,
+        choices=INT4_ACCURACY_LEVELS,
+        help="-p int4: MatMulNBits accuracy_level; 1 = fp32 activations (most accurate), 4 = int8 activations "
+        "(fastest on CPU; the CPU default), 0 = the provider's choice (the CUDA default)",
+    )
+    parser.add_argument(
+        "--vision_precision",
+        default=None,
+        choices=FLOAT_DTYPES,
+        help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return parser
 
@@ -50,6 +75,9 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         cache_dir=args.cache_dir,
         max_length=args.max_length,
         overwrite=args.overwrite,
+        int4_block_size=args.int4_block_size,
+        int4_accuracy_level=args.int4_accuracy_level,
+        vision_precision=args.vision_precision,
     )
 
 

@@ -16,9 +16,12 @@ adds are no-ops.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -31,6 +34,73 @@ from .spec import Qwen3VLSpec
 log = logging.getLogger(__name__)
 
 OG_DECODER_FILES = ("model.onnx", "model.onnx.data")
+
+
+def og_builder_options(options) -> dict[str, str]:
+    """Our typed options as og's builder ``extra_options`` (the only place that knows its keys)."""
+    extra: dict[str, str] = {}
+    if options.precision == "int4":
+        extra["block_size"] = str(options.int4_block_size)
+        extra["accuracy_level"] = str(options.accuracy_level)
+    return extra
+
+
+def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
+    """A view of the checkpoint (links to its files) whose config has no vision blocks, so that
+    og's builder, which loads the whole ``Qwen3VLForConditionalGeneration``, does not also hold
+    the vision tower in memory. The text config is untouched."""
+    view = Path(work_dir) / "text_only_checkpoint"
+    view.mkdir(parents=True, exist_ok=True)
+    for item in Path(checkpoint_dir).iterdir():
+        if item.name != "config.json" and item.is_file():
+            (view / item.name).symlink_to(item.resolve())
+    config = json.loads((Path(checkpoint_dir) / "config.json").read_text(encoding="utf-8"))
+    config["vision_config"] = {**config.get("vision_config", {}), "depth": 0, "deepstack_visual_indexes": []}
+    (view / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return view
+
+
+@contextlib.contextmanager
+def released_file_pages(paths, interval: float = 0.25) -> Iterator[None]:
+    """While the block runs, keep asking the kernel to reclaim this process's resident pages of
+    memory maps of ``paths`` (Linux ``madvise(MADV_PAGEOUT)``, kernel 5.4+; elsewhere a no-op).
+
+    og's builder loads the checkpoint memory-mapped and touches every weight once while it
+    writes the fp32 graph: the pages stay resident and the export's RSS grows by the size of the
+    weights, although the kernel could drop them at any time. MADV_PAGEOUT only reclaims: clean
+    file pages are dropped (a later access reads them again), modified ones are kept or swapped,
+    never lost. It keeps the peak RSS near the memory the export really holds."""
+    import ctypes
+    import sys
+    import threading
+
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    targets = {str(Path(p).resolve()) for p in paths}
+    stop = threading.Event()
+
+    def release() -> None:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() in targets:
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    libc.madvise(start, end - start, 21)  # MADV_PAGEOUT
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            release()
+
+    thread = threading.Thread(target=loop, name="release-checkpoint-pages", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_og_builder(
@@ -46,8 +116,14 @@ def run_og_builder(
     cache = Path(work_dir) / "og_cache"
     options = {"exclude_embeds": "true", "filename": "model.onnx", **extra}
     kv = [f"{k}={v}" for k, v in options.items()]
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # the text-only view leaves the vision weights unused; transformers reports that loudly
+    hf_logging.set_verbosity_error()
+    weights = [p.resolve() for p in Path(checkpoint_dir).glob("*.safetensors")]
     try:
-        with captured_output("onnxruntime-genai builder"):
+        with captured_output("onnxruntime-genai builder"), released_file_pages(weights):
             parsed = parse_extra_options(
                 None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv
             )
@@ -57,12 +133,19 @@ def run_og_builder(
             f"onnxruntime-genai's builder failed on the text decoder: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
+        hf_logging.set_verbosity(verbosity)
         shutil.rmtree(cache, ignore_errors=True)
     return out
 
 
 def _const(name: str, values) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)
+
+
+def _cast_target(node: onnx.NodeProto) -> int | None:
+    if node.op_type != "Cast":
+        return None
+    return next(a.i for a in node.attribute if a.name == "to")
 
 
 def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
@@ -119,19 +202,23 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
             )
         consumer = nodes[consumer_idx]
         mlp_out = consumer.input[1]
-        if mlp_out not in by_output:
+        producer = by_output.get(mlp_out)
+        if producer is None:
             raise Qwen3VLExportError(f"og's decoder: {mlp_out} has no producer")
         s = _const(f"/model/layers.{k}/deepstack/constants/starts", [(k + 1) * hidden])
         e = _const(f"/model/layers.{k}/deepstack/constants/ends", [(k + 2) * hidden])
         graph.initializer.extend([s, e])
-        sliced = f"/model/layers.{k}/deepstack/Slice/output_0"
-        added = f"/model/layers.{k}/deepstack/Add/output_0"
-        inserts[consumer_idx] = [
-            helper.make_node(
-                "Slice", ["inputs_embeds", s.name, e.name, axes.name], [sliced], name=f"/model/layers.{k}/deepstack/Slice"
-            ),
-            helper.make_node("Add", [mlp_out, sliced], [added], name=f"/model/layers.{k}/deepstack/Add"),
-        ]
+        prefix = f"/model/layers.{k}/deepstack"
+        sliced = f"{prefix}/Slice/output_0"
+        added = f"{prefix}/Add/output_0"
+        new = [helper.make_node("Slice", ["inputs_embeds", s.name, e.name, axes.name], [sliced], name=f"{prefix}/Slice")]
+        # fp16/bf16 decoders keep the residual stream in fp32 (og casts the skip inputs); add there
+        residual_type = _cast_target(producer)
+        if residual_type is not None and residual_type != embeds.type.tensor_type.elem_type:
+            new.append(helper.make_node("Cast", [sliced], [f"{prefix}/Cast/output_0"], name=f"{prefix}/Cast", to=residual_type))
+            sliced = f"{prefix}/Cast/output_0"
+        new.append(helper.make_node("Add", [mlp_out, sliced], [added], name=f"{prefix}/Add"))
+        inserts[consumer_idx] = new
         consumer.input[1] = added
 
     new_nodes.append(slice_main)
@@ -152,11 +239,26 @@ def build_decoder(
     execution_provider: str,
     og_options: dict[str, str],
 ) -> Path:
-    """Build og's decoder, add DeepStack, write ``model.onnx`` (+ ``.data``) into ``out_dir``."""
-    og_dir = run_og_builder(checkpoint_dir, work_dir, precision, execution_provider, og_options)
+    """Build og's decoder, add DeepStack, write ``model.onnx`` (+ ``.data``) into ``out_dir``.
+
+    int4 on CPU: og's builder writes the fp32 decoder (it streams the weights to disk) and
+    ``quantize.quantize_int4`` turns it into og's int4 graph one weight at a time, instead of
+    og's own quantization pass, which holds the whole fp32 model in memory."""
+    view = text_only_view(checkpoint_dir, work_dir)
+    stream_int4 = precision == "int4" and execution_provider == "cpu"
+    og_precision = "fp32" if stream_int4 else precision
+    og_extra = {} if stream_int4 else og_options
+    og_dir = run_og_builder(view, work_dir, og_precision, execution_provider, og_extra)
     src = og_dir / "model.onnx"
     if not src.is_file():
         raise Qwen3VLExportError(f"onnxruntime-genai's builder wrote no {src.name} into {og_dir}")
+    if stream_int4:
+        from .quantize import quantize_int4
+
+        quantized = Path(work_dir) / "int4" / "model.onnx"
+        quantize_int4(src, quantized, int(og_options["block_size"]), int(og_options["accuracy_level"]))
+        shutil.rmtree(og_dir)
+        src, og_dir = quantized, quantized.parent
     model = onnx.load(str(src), load_external_data=False)
     add_deepstack(model, spec)
     dst = Path(out_dir) / "model.onnx"

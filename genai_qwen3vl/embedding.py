@@ -25,17 +25,24 @@ from .weights import load_submodule_state
 
 
 class EmbeddingExportModel(nn.Module):
-    def __init__(self, embed_tokens: nn.Embedding, spec: Qwen3VLSpec):
+    """``out_dtype`` is the float type the graphs exchange (og's decoder input dtype); the
+    table, and the gather/select work, may be in another (fp32 for bf16 decoders: onnxruntime's
+    CUDA provider has no bf16 Where)."""
+
+    def __init__(self, embed_tokens: nn.Embedding, spec: Qwen3VLSpec, out_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.embed_tokens = embed_tokens
+        self.out_dtype = out_dtype
         self.hidden = spec.text.hidden_size
         self.width = spec.feature_width
         self.image_token_id = spec.tokens.image_token_id
         self.video_token_id = spec.tokens.video_token_id
 
     def forward(self, input_ids: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        # computed in the table's dtype, handed over in out_dtype
         embeds = self.embed_tokens(input_ids)
-        text_rows = nn.functional.pad(embeds, (0, self.width - self.hidden))
+        # zeros beside the token embedding (a Concat: ORT has no bf16 Pad kernel)
+        text_rows = torch.cat([embeds, embeds.new_zeros(*embeds.shape[:-1], self.width - self.hidden)], dim=-1)
         flat = input_ids.reshape(-1)
         is_image = flat == self.image_token_id
         is_video = flat == self.video_token_id
@@ -49,23 +56,25 @@ class EmbeddingExportModel(nn.Module):
         rows = torch.cat([image_features.to(embeds.dtype), text_rows.new_zeros(1, self.width)], dim=0)
         gathered = rows[index].reshape(text_rows.shape)
         take = (take_image | take_video).reshape(input_ids.shape + (1,))
-        return torch.where(take, gathered, text_rows)
+        return torch.where(take, gathered, text_rows).to(self.out_dtype)
 
 
-def build_embedding_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32) -> EmbeddingExportModel:
+def build_embedding_model(
+    checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32
+) -> EmbeddingExportModel:
     state = load_submodule_state(
         checkpoint_dir, ("model.language_model.embed_tokens.", "model.embed_tokens."), dtype
     )
     table = state["weight"]
     embed = nn.Embedding(table.shape[0], table.shape[1], _weight=table)
-    return EmbeddingExportModel(embed, spec).eval()
+    return EmbeddingExportModel(embed, spec, out_dtype).eval()
 
 
-def export_embedding(model: EmbeddingExportModel, spec: Qwen3VLSpec, out_dir: Path, dtype=torch.float32) -> Path:
+def export_embedding(model: EmbeddingExportModel, spec: Qwen3VLSpec, out_dir: Path) -> Path:
     """Export ``embedding.onnx`` (+ external data) into ``out_dir``."""
     t = spec.tokens
     input_ids = torch.tensor([[1, t.image_token_id, t.image_token_id, 2, t.video_token_id], [3, 4, 5, 6, 7]])
-    image_features = torch.randn(3, spec.feature_width).to(dtype)
+    image_features = torch.randn(3, spec.feature_width).to(model.out_dtype)
     dynamic = {
         "input_ids": {0: torch.export.Dim("batch_size"), 1: torch.export.Dim("sequence_length")},
         "image_features": {0: torch.export.Dim("num_image_tokens")},

@@ -16,15 +16,30 @@ from .spec import Qwen3VLSpec
 
 Dim = Union[int, str, Callable[[Qwen3VLSpec], int]]
 
+# The float type that flows between the graphs: the decoder's input/output dtype (og's choice
+# for the precision and provider), resolved per export.
+IO_FLOAT = "io_float"
+# og's builder writes float32 logits for bf16 decoders (fp16 ones keep fp16)
+LOGITS_FLOAT = "logits_float"
+FLOAT_NUMPY = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorDecl:
     name: str
-    dtype: type  # numpy scalar type (float32 means "the graph's float type" for non-fp32 graphs)
+    dtype: type | str  # a numpy scalar type, or IO_FLOAT
     shape: tuple[Dim, ...]
 
     def concrete_shape(self, spec: Qwen3VLSpec) -> tuple[int | str, ...]:
         return tuple(d(spec) if callable(d) else d for d in self.shape)
+
+    def concrete_dtype(self, io_dtype: str) -> str:
+        """numpy-style dtype name for this tensor when the graphs exchange ``io_dtype``."""
+        if self.dtype == IO_FLOAT:
+            return FLOAT_NUMPY[io_dtype]
+        if self.dtype == LOGITS_FLOAT:
+            return "float32" if io_dtype == "bf16" else FLOAT_NUMPY[io_dtype]
+        return np.dtype(self.dtype).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,27 +69,27 @@ VISION = GraphContract(
         TensorDecl("pixel_values", np.float32, ("num_patches", _patch_dim)),
         TensorDecl("image_grid_thw", np.int64, ("num_images", 3)),
     ),
-    outputs=(TensorDecl("image_features", np.float32, ("num_image_tokens", _feature_width)),),
+    outputs=(TensorDecl("image_features", IO_FLOAT, ("num_image_tokens", _feature_width)),),
 )
 
 EMBEDDING = GraphContract(
     filename="embedding.onnx",
     inputs=(
         TensorDecl("input_ids", np.int64, ("batch_size", "sequence_length")),
-        TensorDecl("image_features", np.float32, ("num_image_tokens", _feature_width)),
+        TensorDecl("image_features", IO_FLOAT, ("num_image_tokens", _feature_width)),
     ),
-    outputs=(TensorDecl("inputs_embeds", np.float32, ("batch_size", "sequence_length", _feature_width)),),
+    outputs=(TensorDecl("inputs_embeds", IO_FLOAT, ("batch_size", "sequence_length", _feature_width)),),
 )
 
 # The decoder's names are og's builder's; we only widen inputs_embeds for DeepStack.
 DECODER = GraphContract(
     filename="model.onnx",
     inputs=(
-        TensorDecl("inputs_embeds", np.float32, ("batch_size", "sequence_length", _feature_width)),
+        TensorDecl("inputs_embeds", IO_FLOAT, ("batch_size", "sequence_length", _feature_width)),
         TensorDecl("attention_mask", np.int64, ("batch_size", "total_sequence_length")),
         TensorDecl("position_ids", np.int64, (3, "batch_size", "sequence_length")),
     ),
-    outputs=(TensorDecl("logits", np.float32, ("batch_size", "sequence_length", lambda s: s.text.vocab_size)),),
+    outputs=(TensorDecl("logits", LOGITS_FLOAT, ("batch_size", "sequence_length", lambda s: s.text.vocab_size)),),
 )
 PAST_KEY = "past_key_values.%d.key"
 PAST_VALUE = "past_key_values.%d.value"

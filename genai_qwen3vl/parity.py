@@ -42,12 +42,92 @@ class Reference:
         return cls(spec=spec, model=model, processor=processor)
 
 
-def _session(path: Path):
-    import onnxruntime as ort
+# og's decoder initializer names -> transformers parameter names
+_OG_TO_HF = (
+    ("model.layers.{i}.attn.{p}_proj.MatMul.weight", "model.language_model.layers.{i}.self_attn.{p}_proj.weight", ("q", "k", "v", "o")),
+    ("model.layers.{i}.mlp.{p}_proj.MatMul.weight", "model.language_model.layers.{i}.mlp.{p}_proj.weight", ("gate", "up", "down")),
+)
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
+    """Dequantize every MatMulNBits weight of a graph: {og weight name: W [K, N] float32}.
+    4-bit values are packed two per byte (low nibble first) per block of ``block_size`` along K;
+    symmetric quantization has the implicit zero point 8."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    inits = {t.name: t for t in model.graph.initializer}
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        if attrs["bits"] != 4:
+            raise ParityError(f"{node.name}: only 4-bit MatMulNBits is dequantized here")
+        K, N, block = attrs["K"], attrs["N"], attrs["block_size"]
+        packed = numpy_helper.to_array(inits[node.input[1]])
+        scales = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32).reshape(N, -1)
+        if len(node.input) > 3 and node.input[3]:
+            raise ParityError(f"{node.name}: asymmetric (zero-point) weights are not dequantized here")
+        low, high = packed & 0x0F, packed >> 4
+        q = np.stack([low, high], axis=-1).reshape(N, packed.shape[1], block).astype(np.float32)
+        w = ((q - 8.0) * scales[:, :, None]).reshape(N, -1)[:, :K]
+        weights[node.input[1].rsplit("_Q4", 1)[0]] = np.ascontiguousarray(w.T)
+    return weights
+
+
+def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
+    """A copy of the reference whose text weights are the int4 decoder's, dequantized: the int4
+    graph must compute exactly what transformers computes with them."""
+    import copy
+
+    import torch
+
+    weights = matmulnbits_weights(Path(out_dir) / "model.onnx")
+    model = copy.deepcopy(ref.model)
+    params = dict(model.named_parameters())
+    layers = ref.spec.text.num_hidden_layers
+    with torch.no_grad():
+        for og_pattern, hf_pattern, parts in _OG_TO_HF:
+            for i in range(layers):
+                for p in parts:
+                    params[hf_pattern.format(i=i, p=p)].copy_(torch.from_numpy(weights.pop(og_pattern.format(i=i, p=p)).T))
+        lm = weights.pop("lm_head.MatMul.weight", None)
+        if lm is not None:  # untie: the embedding graph keeps the full-precision table
+            model.lm_head.weight = torch.nn.Parameter(torch.from_numpy(lm.T.copy()))
+    if weights:
+        raise ParityError(f"quantized weights with no transformers counterpart: {sorted(weights)}")
+    return Reference(spec=ref.spec, model=model, processor=ref.processor)
+
+
+class _Session:
+    """An ORT CPU session that takes and returns float32 whatever float type the graph uses
+    (fp16 graphs get fp16 inputs; outputs come back as float32 for comparison)."""
+
+    _TYPES = {"tensor(float16)": np.float16, "tensor(float)": np.float32}
+
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, _, feeds: dict) -> list[np.ndarray]:
+        cast = {}
+        for name, value in feeds.items():
+            want = self._TYPES.get(self.input_types.get(name, ""))
+            cast[name] = value.astype(want) if want is not None and np.issubdtype(value.dtype, np.floating) else value
+        return [o.astype(np.float32) if np.issubdtype(o.dtype, np.floating) else o for o in self.session.run(None, cast)]
+
+
+def _session(path: Path) -> _Session:
+    return _Session(path)
 
 
 def _maxdiff(a, b) -> float:
@@ -80,9 +160,9 @@ def vision_parity(out_dir: Path, ref: Reference, grids: Sequence[Sequence[int]],
         None, {"pixel_values": pixel_values, "image_grid_thw": grid}
     )[0]
     with torch.no_grad():
-        out = ref.model.model.get_image_features(torch.from_numpy(pixel_values), torch.from_numpy(grid))
-    main = torch.cat(out.pooler_output).numpy()
-    stacks = [torch.cat(f).numpy() for f in out.deepstack_features]
+        out = ref.model.model.get_image_features(torch.from_numpy(pixel_values).to(ref.model.dtype), torch.from_numpy(grid))
+    main = torch.cat(out.pooler_output).float().numpy()
+    stacks = [torch.cat(f).float().numpy() for f in out.deepstack_features]
     H = ref.spec.text.hidden_size
     if got.shape != (main.shape[0], ref.spec.feature_width):
         raise ParityError(f"vision.onnx returned {got.shape}, expected {(main.shape[0], ref.spec.feature_width)}")
@@ -105,7 +185,7 @@ def reference_inputs_embeds(ref: Reference, input_ids: np.ndarray, features: np.
     ids = torch.from_numpy(input_ids)
     model = ref.model.model
     with torch.no_grad():
-        embeds = model.get_input_embeddings()(ids)
+        embeds = model.get_input_embeddings()(ids).float()
     full = torch.zeros(*ids.shape, (1 + K) * H)
     full[..., :H] = embeds
     if features.shape[0]:
@@ -200,16 +280,17 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
         for i in range(L):
             feeds[f"past_key_values.{i}.key"] = result[f"present.{i}.key"]
             feeds[f"past_key_values.{i}.value"] = result[f"present.{i}.value"]
+        dtype = ref.model.dtype
         with torch.no_grad():
             out = ref.model.model.language_model(
-                inputs_embeds=e,
+                inputs_embeds=e.to(dtype),
                 position_ids=p,
                 cache=cache,
                 use_cache=True,
                 visual_pos_masks=visual if is_prefill else None,
-                deepstack_visual_embeds=deepstack if is_prefill else None,
+                deepstack_visual_embeds=[d.to(dtype) for d in deepstack] if is_prefill else None,
             )
-            logits = ref.model.lm_head(out.last_hidden_state).numpy()
+            logits = ref.model.lm_head(out.last_hidden_state).float().numpy()
         report["prefill" if is_prefill else f"decode.{step}"] = _maxdiff(result["logits"], logits)
     return report
 
@@ -356,7 +437,7 @@ def hf_generate(
     return Generation(
         prompt_ids=enc["input_ids"][0].tolist(),
         tokens=tokens,
-        logits=[row[0].numpy().astype(np.float32) for row in out.logits],
+        logits=[row[0].float().numpy() for row in out.logits],
         position_ids=positions[:, 0, :].numpy(),
         text=ref.processor.tokenizer.decode(tokens),
     )

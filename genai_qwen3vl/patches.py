@@ -65,8 +65,32 @@ def masked_vision_attention():
         hf.Qwen3VLVisionAttention.forward = original
 
 
+def _linear_patch_embed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    """HF ``Qwen3VLVisionPatchEmbed.forward`` as one matmul: its Conv3d has stride == kernel over
+    rows that are exactly one kernel window each, so it is a linear map of the flattened row.
+    (ONNX Conv has no bf16 before opset 22, and a Gemm is faster than a 3D convolution.)"""
+    weight = self.proj.weight
+    flat = weight.reshape(weight.shape[0], -1)
+    rows = hidden_states.reshape(-1, flat.shape[1]).to(weight.dtype)
+    return torch.nn.functional.linear(rows, flat, self.proj.bias)
+
+
+@contextlib.contextmanager
+def linear_patch_embed():
+    """Install the matmul form of the vision patch embedding for the scope."""
+    from transformers.models.qwen3_vl import modeling_qwen3_vl as hf
+
+    original = hf.Qwen3VLVisionPatchEmbed.forward
+    hf.Qwen3VLVisionPatchEmbed.forward = _linear_patch_embed_forward
+    try:
+        yield
+    finally:
+        hf.Qwen3VLVisionPatchEmbed.forward = original
+
+
 def export_patches() -> contextlib.ExitStack:
     """All patches the vision export runs under, composed."""
     stack = contextlib.ExitStack()
     stack.enter_context(masked_vision_attention())
+    stack.enter_context(linear_patch_embed())
     return stack

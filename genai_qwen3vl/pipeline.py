@@ -133,10 +133,65 @@ def _embed_chat_template(out: Path) -> None:
         tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def run(options: ExportOptions) -> Path:
-    """Export a checkpoint; returns the published output folder."""
+# Stages run in their own process when the checkpoint is at least this large (bytes of
+# safetensors), so that each stage's memory goes back to the system before the next starts:
+# peak memory is the largest stage's, not their sum.
+ISOLATE_ABOVE_BYTES = 1 << 30
+
+
+def _torch_dtype(name: str):
     import torch
 
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def _vision_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+    from .vision import build_vision_model, export_vision
+
+    export_vision(build_vision_model(checkpoint, spec, _torch_dtype(weights), _torch_dtype(io)), spec, out)
+
+
+def _embedding_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+    from .embedding import build_embedding_model, export_embedding
+
+    export_embedding(build_embedding_model(checkpoint, spec, _torch_dtype(weights), _torch_dtype(io)), spec, out)
+
+
+def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: ExportOptions) -> None:
+    from .decoder import build_decoder, og_builder_options
+
+    work = out / ".work"
+    try:
+        build_decoder(checkpoint, spec, work, out, options.precision, options.execution_provider, og_builder_options(options))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _child_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(message)s")
+
+
+def _in_stage_process(isolate: bool, fn, *args) -> None:
+    """Run a stage here, or in a fresh (spawned) process whose memory is freed when it ends."""
+    if not isolate:
+        fn(*args)
+        gc.collect()
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger("genai_qwen3vl").getEffectiveLevel()
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_child_logging, initargs=(level,)) as pool:
+        pool.submit(fn, *args).result()
+
+
+def _checkpoint_bytes(checkpoint: Path) -> int:
+    return sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+
+
+def run(options: ExportOptions) -> Path:
+    """Export a checkpoint; returns the published output folder."""
     out = _check_output(options)
     total = 6
     with stage(1, total, "load checkpoint"):
@@ -158,23 +213,15 @@ def run(options: ExportOptions) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)
+    isolate = _checkpoint_bytes(checkpoint) >= ISOLATE_ABOVE_BYTES
     try:
-        with stage(2, total, "vision"):
-            from .vision import build_vision_model, export_vision
-
-            export_vision(build_vision_model(checkpoint, spec, torch.float32), spec, staging)
-            gc.collect()
-        with stage(3, total, "embedding"):
-            from .embedding import build_embedding_model, export_embedding
-
-            export_embedding(build_embedding_model(checkpoint, spec, torch.float32), spec, staging)
-            gc.collect()
-        with stage(4, total, "decoder (onnxruntime-genai builder + DeepStack)"):
-            from .decoder import build_decoder
-
-            work = staging / ".work"
-            build_decoder(checkpoint, spec, work, staging, options.precision, options.execution_provider, {})
-            shutil.rmtree(work, ignore_errors=True)
+        weights, io = options.vision_dtype, options.io_dtype
+        with stage(2, total, f"vision ({weights})"):
+            _in_stage_process(isolate, _vision_stage, checkpoint, spec, staging, weights, io)
+        with stage(3, total, f"embedding ({weights})"):
+            _in_stage_process(isolate, _embedding_stage, checkpoint, spec, staging, weights, io)
+        with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)"):
+            _in_stage_process(isolate, _decoder_stage, checkpoint, spec, staging, options)
         with stage(5, total, "configs"):
             configs.write_json(staging / "genai_config.json", configs.genai_config(spec, options))
             configs.write_json(staging / "processor_config.json", configs.processor_config(spec))
@@ -183,7 +230,7 @@ def run(options: ExportOptions) -> Path:
             from .validate import check_graph_io
 
             for contract in io_contract.GRAPHS.values():
-                check_graph_io(staging / contract.filename, contract, spec)
+                check_graph_io(staging / contract.filename, contract, spec, options.io_dtype)
             _publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -313,14 +313,14 @@ def _randomize_(model, seed: int) -> None:
         for name, param in sorted(model.named_parameters()):
             if param.ndim >= 2:
                 fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=gen) / fan_in**0.5)
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) / fan_in**0.5)
             elif name.endswith("bias"):
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) * 0.1)
             else:  # norm gains
-                param.copy_(1.0 + torch.randn(param.shape, generator=gen) * 0.2)
+                param.copy_(1.0 + torch.randn(param.shape, generator=gen, dtype=param.dtype) * 0.2)
         # the token embedding is a lookup table, not a projection: unit-scale rows
         emb = model.model.language_model.embed_tokens.weight
-        emb.copy_(torch.randn(emb.shape, generator=gen))
+        emb.copy_(torch.randn(emb.shape, generator=gen, dtype=emb.dtype))
         if model.config.tie_word_embeddings:
             # tied: the input token's own row dominates the residual stream and the logits, and
             # greedy decoding repeats one token; a smaller table and larger layer outputs vary it
@@ -330,10 +330,12 @@ def _randomize_(model, seed: int) -> None:
                     param.mul_(3.0)
         else:
             lm = model.lm_head.weight
-            lm.copy_(torch.randn(lm.shape, generator=gen) / lm.shape[1] ** 0.5)
+            lm.copy_(torch.randn(lm.shape, generator=gen, dtype=lm.dtype) / lm.shape[1] ** 0.5)
 
 
-def make_tiny_checkpoint(out_dir: str | Path, preset: str | TinyPreset = "awkward", seed: int = 0) -> Path:
+def make_tiny_checkpoint(
+    out_dir: str | Path, preset: str | TinyPreset = "awkward", seed: int = 0, shard_size: str = "300KB"
+) -> Path:
     """Write a tiny random Qwen3-VL checkpoint folder; returns its path."""
     import torch
     from transformers import Qwen3VLForConditionalGeneration
@@ -348,15 +350,22 @@ def make_tiny_checkpoint(out_dir: str | Path, preset: str | TinyPreset = "awkwar
     config = build_config(preset, vocab_size, token_ids)
 
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    dtype = torch.bfloat16 if preset.hub_layout else torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build large checkpoints in their saved dtype: half the memory
+    try:
+        model = Qwen3VLForConditionalGeneration(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
     _randomize_(model, seed)
     if preset.tie_word_embeddings:
         model.tie_weights()
     if preset.hub_layout:
-        model.to(torch.bfloat16).save_pretrained(out, max_shard_size="300KB")
+        model.save_pretrained(out, max_shard_size=shard_size)
         _to_hub_config_layout(out / "config.json")
     else:
         model.save_pretrained(out)
+    del model
 
     generation = {
         "bos_token_id": token_ids["<|endoftext|>"],

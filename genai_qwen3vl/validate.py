@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from . import io_contract
 from .errors import Qwen3VLExportError
 from .spec import Qwen3VLSpec
 
-_ONNX_TO_NUMPY = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
+_ONNX_TO_NAME = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.BFLOAT16: "bfloat16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
 }
 
 
@@ -24,9 +24,10 @@ def _shape(value: onnx.ValueInfoProto) -> tuple:
     return tuple(d.dim_param if d.dim_param else d.dim_value for d in value.type.tensor_type.shape.dim)
 
 
-def check_graph_io(path: Path, contract: io_contract.GraphContract, spec: Qwen3VLSpec) -> None:
-    """Raise if the graph's declared inputs/outputs differ from the contract's names, dtypes or
-    fixed dims (symbolic dims must stay symbolic)."""
+def check_graph_io(path: Path, contract: io_contract.GraphContract, spec: Qwen3VLSpec, io_dtype: str = "fp32") -> None:
+    """Raise if the graph's declared inputs/outputs differ from the contract's names, dtypes
+    (``io_dtype``: the float type the graphs exchange) or fixed dims (symbolic dims must stay
+    symbolic)."""
     model = onnx.load(str(path), load_external_data=False)
     values = {v.name: v for v in list(model.graph.input) + list(model.graph.output)}
     problems = []
@@ -35,9 +36,9 @@ def check_graph_io(path: Path, contract: io_contract.GraphContract, spec: Qwen3V
         if value is None:
             problems.append(f"missing {decl.name}")
             continue
-        dtype = _ONNX_TO_NUMPY.get(value.type.tensor_type.elem_type)
-        if dtype is not decl.dtype:
-            problems.append(f"{decl.name} has dtype {dtype}, contract says {decl.dtype.__name__}")
+        dtype = _ONNX_TO_NAME.get(value.type.tensor_type.elem_type, str(value.type.tensor_type.elem_type))
+        if dtype != decl.concrete_dtype(io_dtype):
+            problems.append(f"{decl.name} has dtype {dtype}, contract says {decl.concrete_dtype(io_dtype)}")
         got, want = _shape(value), decl.concrete_shape(spec)
         if len(got) != len(want):
             problems.append(f"{decl.name} has rank {len(got)}, contract says {len(want)}")

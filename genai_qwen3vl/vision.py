@@ -77,13 +77,19 @@ def interpolated_position_embedding(
 
 class VisionExportModel(nn.Module):
     """The HF vision tower behind a graph-friendly forward. Holds HF's module as ``visual``
-    so checkpoint weights load without renaming."""
+    so checkpoint weights load without renaming.
 
-    def __init__(self, visual: nn.Module):
+    ``pixel_values`` is always float32 (what og's and our processors produce); the tower runs in
+    its weights' dtype, as transformers runs it (rotary and softmax in float32 inside HF's
+    attention, LayerNorm accumulating in float32 in onnxruntime), and the features leave in
+    ``out_dtype``, the float type the embedding and decoder graphs exchange."""
+
+    def __init__(self, visual: nn.Module, out_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.visual = visual
         self.merge = visual.spatial_merge_size
         self.deepstack_indexes = list(visual.deepstack_visual_indexes)
+        self.out_dtype = out_dtype
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
         v = self.visual
@@ -97,10 +103,12 @@ class VisionExportModel(nn.Module):
             hidden = block(hidden, cu_seqlens=None, position_embeddings=position_embeddings, attention_mask=mask)
             if index in self.deepstack_indexes:
                 features.append(v.deepstack_merger_list[self.deepstack_indexes.index(index)](hidden))
-        return torch.cat([v.merger(hidden), *features], dim=-1)
+        return torch.cat([v.merger(hidden), *features], dim=-1).to(self.out_dtype)
 
 
-def build_vision_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32) -> VisionExportModel:
+def build_vision_model(
+    checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32
+) -> VisionExportModel:
     """Instantiate the HF vision tower and load only its weights from the checkpoint."""
     from transformers import AutoConfig
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
@@ -114,23 +122,23 @@ def build_vision_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torc
     visual.load_state_dict(state, strict=True, assign=True)
     # non-persistent buffers (rotary inv_freq) are not in the checkpoint: rebuild them
     visual.rotary_pos_emb = type(visual.rotary_pos_emb)(vision_config)
-    return VisionExportModel(visual.to(dtype)).eval()
+    return VisionExportModel(visual.to(dtype), out_dtype).eval()
 
 
-def example_inputs(spec: Qwen3VLSpec, dtype=torch.float32):
+def example_inputs(spec: Qwen3VLSpec):
     """Two images of different grids (one of them two frames): keeps every dim symbolic."""
     m = spec.vision.spatial_merge_size
     grid = torch.tensor([[1, 2 * m, 3 * m], [2, 3 * m, m]], dtype=torch.int64)
     patches = int((grid[:, 0] * grid[:, 1] * grid[:, 2]).sum())
     gen = torch.Generator().manual_seed(0)
-    pixel_values = torch.randn(patches, spec.vision.patch_dim, generator=gen).to(dtype)
+    pixel_values = torch.randn(patches, spec.vision.patch_dim, generator=gen)
     return pixel_values, grid
 
 
-def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path, dtype=torch.float32) -> Path:
+def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path) -> Path:
     """Export ``vision.onnx`` (+ external data) into ``out_dir``."""
     dynamic = {
         "pixel_values": {0: torch.export.Dim("num_patches", min=4)},
         "image_grid_thw": {0: torch.export.Dim("num_images", min=1)},
     }
-    return export_to_onnx(model, example_inputs(spec, dtype), io_contract.VISION, dynamic, out_dir, export_patches())
+    return export_to_onnx(model, example_inputs(spec), io_contract.VISION, dynamic, out_dir, export_patches())

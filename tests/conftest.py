@@ -37,6 +37,7 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_configure(config):
     config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped where there is none)")
 
 
 @pytest.fixture(scope="session")
@@ -54,18 +55,20 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, checkpoints):
-    """preset name -> output folder written by the command line (-p fp32 -e cpu)."""
+    """(preset, command-line flags) -> output folder written by the command line (default -p fp32 -e cpu)."""
     from genai_qwen3vl.cli import main
 
-    cache: dict[str, Path] = {}
+    cache: dict[tuple, Path] = {}
 
-    def get(preset: str) -> Path:
-        if preset not in cache:
+    def get(preset: str, *flags: str) -> Path:
+        flags = flags or ("-p", "fp32", "-e", "cpu")
+        key = (preset, flags)
+        if key not in cache:
             out = tmp_path_factory.mktemp(f"out_{preset}") / "model"
-            rc = main(["-i", str(checkpoints(preset)), "-o", str(out), "-p", "fp32", "-e", "cpu"])
-            assert rc == 0, f"export of {preset} failed with exit code {rc}"
-            cache[preset] = out
-        return cache[preset]
+            rc = main(["-i", str(checkpoints(preset)), "-o", str(out), *flags])
+            assert rc == 0, f"export of {preset} {' '.join(flags)} failed with exit code {rc}"
+            cache[key] = out
+        return cache[key]
 
     return get
 

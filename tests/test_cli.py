@@ -49,11 +49,20 @@ def test_wrong_architecture(tmp_path, checkpoints):
     _assert_clean_failure(proc, out, "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration")
 
 
-@pytest.mark.parametrize("precision,ep", [("int4", "cpu"), ("fp16", "cuda"), ("fp16", "cpu")])
-def test_unsupported_target_is_refused_before_any_work(tmp_path, checkpoints, precision, ep):
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("-p", "fp16", "-e", "cpu"), "-p fp16 -e cpu is not supported: onnxruntime's CPU provider has no fp16 kernels"),
+        (("-p", "bf16", "-e", "cpu"), "-p bf16 -e cpu is not supported"),
+        (("-p", "fp32", "--int4_accuracy_level", "1"), "apply only to -p int4"),
+        (("-p", "fp16", "-e", "cpu", "--vision_precision", "fp16"), "not supported"),
+        (("-p", "int4", "-e", "cpu", "--vision_precision", "fp16"), "needs -e cuda"),
+    ],
+)
+def test_unsupported_target_is_refused_before_any_work(tmp_path, checkpoints, args, needle):
     out = tmp_path / "out"
-    proc = run_cli("-i", checkpoints("awkward"), "-o", out, "-p", precision, "-e", ep)
-    _assert_clean_failure(proc, out, f"-p {precision} -e {ep}", "not supported yet")
+    proc = run_cli("-i", checkpoints("awkward"), "-o", out, *args)
+    _assert_clean_failure(proc, out, needle)
     assert "[1/6]" not in proc.stderr
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genai_qwen3vl.patches import export_patches, masked_vision_attention
+from genai_qwen3vl.patches import export_patches, linear_patch_embed, masked_vision_attention
 
 
 def test_masked_attention_equals_hf_vision_tower(reference):
@@ -28,3 +28,13 @@ def test_patches_restore_on_error():
             assert hf.Qwen3VLVisionAttention.forward is not original
             raise RuntimeError("boom")
     assert hf.Qwen3VLVisionAttention.forward is original
+
+
+def test_linear_patch_embed_equals_hf_conv3d(reference):
+    embed = reference("tied").model.model.visual.patch_embed
+    pixels = torch.randn(37, 1536, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        plain = embed(pixels)
+        with linear_patch_embed():
+            patched = embed(pixels)
+    torch.testing.assert_close(patched, plain, atol=1e-5, rtol=0)

@@ -1,0 +1,62 @@
+"""Random checkpoints with Qwen3-VL-2B's real widths, cut to a chosen depth, built once and cached."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from genai_qwen3vl.tiny import TinyPreset, make_tiny_checkpoint
+
+DEFAULT_CACHE = Path(os.environ.get("GENAI_QWEN3VL_BENCH_CACHE", Path.home() / ".cache" / "genai_qwen3vl_bench"))
+
+# Qwen3-VL-2B-Instruct: text 2048 wide, 28 layers, 16 heads / 8 kv heads of 128, MLP 6144,
+# vocab 151936, tied embeddings; vision 1024 wide, 24 blocks, 16 heads, DeepStack after 5/11/17.
+QWEN3VL_2B = TinyPreset(
+    name="qwen3vl-2b-shape",
+    hidden_size=2048,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    intermediate_size=6144,
+    num_hidden_layers=28,
+    mrope_section=(24, 20, 20),
+    tie_word_embeddings=True,
+    vision_hidden_size=1024,
+    vision_heads=16,
+    vision_intermediate_size=4096,
+    vision_depth=24,
+    deepstack_visual_indexes=(5, 11, 17),
+    num_position_embeddings=2304,
+    min_pixels=65536,
+    max_pixels=16777216,
+    image_mean=(0.5, 0.5, 0.5),
+    image_std=(0.5, 0.5, 0.5),
+    hub_layout=True,  # bf16 weights in shards, the published config layout
+)
+
+
+def qwen3vl_2b_shape(layers: int = 28, vision_layers: int = 24) -> TinyPreset:
+    """The 2B shape with ``layers`` text layers and ``vision_layers`` vision blocks (DeepStack
+    indexes scaled into the shorter tower)."""
+    depth = vision_layers
+    deepstack = tuple(sorted({min(depth - 1, round(i * depth / 24)) for i in (5, 11, 17)}))
+    return dataclasses.replace(
+        QWEN3VL_2B,
+        name=f"qwen3vl-2b-shape-L{layers}-V{vision_layers}",
+        num_hidden_layers=layers,
+        vision_depth=depth,
+        deepstack_visual_indexes=deepstack,
+        extra_vocab=151936 - 438,  # the tiny tokenizer has 438 entries; the model keeps 2B's vocab
+    )
+
+
+def cached_checkpoint(preset: TinyPreset, cache: Path = DEFAULT_CACHE) -> Path:
+    folder = cache / preset.name
+    if not (folder / "config.json").is_file():
+        make_tiny_checkpoint(folder, preset, seed=0, shard_size="2GB")
+    return folder
+
+
+def checkpoint_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
