@@ -36,7 +36,7 @@ setup(
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
         "video": ["av>=12"],  # decoding video files in Qwen3VLProcessor
-        "test": ["pytest>=8", "av>=12"],
+        "test": ["pytest>=8", "av>=12", "hypothesis>=6"],
     },
     entry_points={
         "console_scripts": [

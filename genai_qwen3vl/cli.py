@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import Qwen3VLExportError
+from .errors import OptionsError, Qwen3VLExportError
 from .options import (
     DEFAULT_MAX_LENGTH,
     EXECUTION_PROVIDERS,
@@ -61,6 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FLOAT_DTYPES,
         help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
     )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="after the export, check it against transformers (per artifact and end to end through og) "
+        "and exit non-zero if any difference exceeds the tolerance table",
+    )
+    parser.add_argument(
+        "--validate_only", action="store_true", help="only check an existing output folder -o against the checkpoint"
+    )
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="let og's builder run code shipped with the checkpoint (never needed for Qwen3-VL; off by default)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return parser
 
@@ -74,10 +88,11 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         model_name=args.model_name,
         cache_dir=args.cache_dir,
         max_length=args.max_length,
-        overwrite=args.overwrite,
         int4_block_size=args.int4_block_size,
         int4_accuracy_level=args.int4_accuracy_level,
         vision_precision=args.vision_precision,
+        trust_remote_code=args.trust_remote_code,
+        overwrite=args.overwrite or args.validate_only,
     )
 
 
@@ -92,9 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("transformers", "torch", "onnxscript", "onnx_ir", "huggingface_hub", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
-        from .pipeline import run
+        from .pipeline import resolve_checkpoint, run
 
-        run(options_from_args(args))
+        options = options_from_args(args)
+        if args.validate_only:
+            if not (options.output_dir / "genai_config.json").is_file():
+                raise OptionsError(f"--validate_only: {options.output_dir} holds no exported model (no genai_config.json)")
+            out = options.output_dir
+        else:
+            out = run(options)
+        if args.validate or args.validate_only:
+            return _validate(out, resolve_checkpoint(options), options.precision)
     except Qwen3VLExportError as exc:
         if args.verbose:
             raise
@@ -103,6 +126,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written to the output folder", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: one line, the traceback under --verbose
+        if args.verbose:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _validate(out: Path, checkpoint: Path, precision: str) -> int:
+    from .validate import format_rows, validate_export
+
+    logging.getLogger("genai_qwen3vl").info("validating %s against transformers ...", out)
+    rows = validate_export(out, checkpoint, precision)
+    print(format_rows(rows))
+    failed = [r for r in rows if not r.passed]
+    if failed:
+        print(f"validation FAILED: {len(failed)} of {len(rows)} checks exceed the tolerance", file=sys.stderr)
+        return 3
+    print(f"validation passed: {sum(r.max_diff is not None for r in rows)} checks within tolerance")
     return 0
 
 

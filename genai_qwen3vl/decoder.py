@@ -38,7 +38,7 @@ OG_DECODER_FILES = ("model.onnx", "model.onnx.data")
 
 def og_builder_options(options) -> dict[str, str]:
     """Our typed options as og's builder ``extra_options`` (the only place that knows its keys)."""
-    extra: dict[str, str] = {}
+    extra: dict[str, str] = {"hf_remote": "true" if options.trust_remote_code else "false"}
     if options.precision == "int4":
         extra["block_size"] = str(options.int4_block_size)
         extra["accuracy_level"] = str(options.accuracy_level)
@@ -247,7 +247,7 @@ def build_decoder(
     view = text_only_view(checkpoint_dir, work_dir)
     stream_int4 = precision == "int4" and execution_provider == "cpu"
     og_precision = "fp32" if stream_int4 else precision
-    og_extra = {} if stream_int4 else og_options
+    og_extra = {k: v for k, v in og_options.items() if k == "hf_remote"} if stream_int4 else og_options
     og_dir = run_og_builder(view, work_dir, og_precision, execution_provider, og_extra)
     src = og_dir / "model.onnx"
     if not src.is_file():

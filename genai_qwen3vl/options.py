@@ -44,6 +44,8 @@ class ExportOptions:
     # dtype of the vision and embedding graphs' weights; None = fp32 on CPU, the decoder's
     # input/output dtype on CUDA
     vision_precision: str | None = None
+    # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if (self.input_dir is None) == (self.model_name is None):

@@ -130,15 +130,34 @@ def _session(path: Path) -> _Session:
     return _Session(path)
 
 
-def _maxdiff(a, b) -> float:
+class Diff(float):
+    """A max |difference|, carrying ``scale``: the reference's largest magnitude."""
+
+    scale: float
+
+    def __new__(cls, value: float, scale: float = 0.0) -> "Diff":
+        diff = float.__new__(cls, value)
+        diff.scale = scale
+        return diff
+
+
+def _maxdiff(a, b) -> Diff:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ParityError(f"shape mismatch: {a.shape} vs {b.shape}")
-    return float(np.abs(a - b).max()) if a.size else 0.0
+    if not a.size:
+        return Diff(0.0)
+    return Diff(float(np.abs(a - b).max()), float(np.abs(b).max()))
+
+
+def within(diff: float, bound: float) -> bool:
+    """``diff <= bound``, with the bound widened by its relative part at the diff's scale."""
+    limit = bound.limit(getattr(diff, "scale", 0.0)) if hasattr(bound, "limit") else float(bound)
+    return diff <= limit
 
 
 def assert_within(report: dict[str, float], tolerance: float, what: str) -> None:
-    bad = {k: v for k, v in report.items() if not v <= tolerance}
+    bad = {k: v for k, v in report.items() if not within(v, tolerance)}
     if bad:
         listing = ", ".join(f"{k}: {v:.3g}" for k, v in report.items())
         raise ParityError(f"{what} differs from transformers beyond {tolerance:g} in {sorted(bad)} ({listing})")
@@ -449,7 +468,7 @@ class GenerationComparison:
     positions_equal: bool
     matching_steps: int  # leading generated tokens that agree
     steps: int
-    max_logit_diff: float  # over the agreeing steps
+    max_logit_diff: float  # over the agreeing steps (a Diff: carries the logits' scale)
     per_step: list[float]
     distinct_tokens: int = 0  # how varied the generated tokens are (a constant run proves less)
 
@@ -458,7 +477,7 @@ class GenerationComparison:
             f"prompt ids {'equal' if self.prompt_ids_equal else 'DIFFER'}, "
             f"position ids {'equal' if self.positions_equal else 'DIFFER'}, "
             f"{self.matching_steps}/{self.steps} tokens agree ({self.distinct_tokens} distinct), "
-            f"max |logit diff| {self.max_logit_diff:.3g}"
+            f"max |logit diff| {self.max_logit_diff:.3g} (logits up to {getattr(self.max_logit_diff, 'scale', 0.0):.3g})"
         )
 
 
@@ -491,7 +510,7 @@ def compare_generations(ours: Generation, theirs: Generation) -> GenerationCompa
         positions_equal=positions_equal,
         matching_steps=matching,
         steps=min(len(ours.tokens), len(theirs.tokens)),
-        max_logit_diff=max(per_step) if per_step else float("inf"),
+        max_logit_diff=max(per_step) if per_step else Diff(float("inf")),
         per_step=per_step,
         distinct_tokens=len(set(theirs.tokens)),
     )
@@ -505,7 +524,7 @@ def assert_generation_parity(cmp: GenerationComparison, tolerance: float, min_st
         problems.append("og's 3D position ids differ from get_rope_index")
     if cmp.matching_steps < min_steps:
         problems.append(f"only {cmp.matching_steps} greedy tokens agree (need {min_steps})")
-    if not cmp.max_logit_diff <= tolerance:
+    if not within(cmp.max_logit_diff, tolerance):
         problems.append(f"max |logit diff| {cmp.max_logit_diff:.3g} > {tolerance:g}")
     if problems:
         raise ParityError(f"{what}: " + "; ".join(problems) + f" ({cmp.summary()})")

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 from . import configs, io_contract
-from .errors import CheckpointError, OptionsError
+from .errors import CheckpointError, OptionsError, Qwen3VLExportError
 from .options import ExportOptions
 from .spec import Qwen3VLSpec
+from .weights import verify_weights
 
 log = logging.getLogger("genai_qwen3vl")
 
@@ -167,27 +168,28 @@ def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: Expo
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _child_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(message)s")
-
-
 def _in_stage_process(isolate: bool, fn, *args) -> None:
-    """Run a stage here, or in a fresh (spawned) process whose memory is freed when it ends."""
+    """Run a stage here, or in a fresh interpreter whose memory is all returned when it ends."""
     if not isolate:
         fn(*args)
         gc.collect()
         return
-    import concurrent.futures
-    import multiprocessing
+    import pickle
+    import subprocess
+    import sys
 
-    context = multiprocessing.get_context("spawn")
     level = logging.getLogger("genai_qwen3vl").getEffectiveLevel()
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_child_logging, initargs=(level,)) as pool:
-        pool.submit(fn, *args).result()
-
-
-def _checkpoint_bytes(checkpoint: Path) -> int:
-    return sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
+    with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-stage-") as tmp:
+        payload = Path(tmp) / "stage.pkl"
+        payload.write_bytes(pickle.dumps((fn.__module__, fn.__name__, args, level)))
+        proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl._stage", str(payload)])
+        result_path = payload.with_suffix(".result")
+        if not result_path.is_file():
+            how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
+            raise Qwen3VLExportError(f"the {fn.__name__.strip('_')} process {how} (out of memory?)")
+        error = pickle.loads(result_path.read_bytes())
+    if error is not None:
+        raise error
 
 
 def run(options: ExportOptions) -> Path:
@@ -197,6 +199,7 @@ def run(options: ExportOptions) -> Path:
     with stage(1, total, "load checkpoint"):
         checkpoint = resolve_checkpoint(options)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint)
+        weight_bytes = verify_weights(checkpoint)
         log.info(
             "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
             spec.architecture,
@@ -213,7 +216,8 @@ def run(options: ExportOptions) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)
-    isolate = _checkpoint_bytes(checkpoint) >= ISOLATE_ABOVE_BYTES
+    forced = os.environ.get("GENAI_QWEN3VL_ISOLATE_STAGES", "auto")
+    isolate = forced == "1" or (forced != "0" and weight_bytes >= ISOLATE_ABOVE_BYTES)
     try:
         weights, io = options.vision_dtype, options.io_dtype
         with stage(2, total, f"vision ({weights})"):

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -214,11 +215,16 @@ def load_image(image) -> "np.ndarray":
         if not path.is_file():
             raise ValueError(f"image file {path} does not exist")
         try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy()
+            with warnings.catch_warnings():
+                # past PIL's pixel limit an image is treated as a decompression bomb, not decoded
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:
+                    opened.load()
+                    image = opened.copy()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"image file {path} is too large to decode safely ({exc})") from None
         except Exception as exc:  # PIL raises several types for unreadable files
-            raise ValueError(f"image file {path} cannot be decoded ({exc})") from None
+            raise ValueError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
     if isinstance(image, Image.Image):
         has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
         if has_alpha:
@@ -334,24 +340,28 @@ def decode_video_file(path: str | Path, sampling: FrameSampling) -> Video:
     if not path.is_file():
         raise ValueError(f"video file {path} does not exist")
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            total = int(stream.frames)
-            fps = float(stream.average_rate) if stream.average_rate else None
-            if total <= 0 or not fps:
-                raise ValueError(f"video file {path} does not state its frame count and frame rate")
-            indices = sampling.indices(total, fps) if sampling.do_sample_frames else np.arange(total)
-            wanted = set(int(i) for i in indices)
-            frames = []
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV's errors (some subclass ValueError) for unreadable files
+        raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"video file {path} has no video stream")
+        stream = container.streams.video[0]
+        total = int(stream.frames)
+        fps = float(stream.average_rate) if stream.average_rate else None
+        if total <= 0 or not fps:
+            raise ValueError(f"video file {path} does not state its frame count and frame rate")
+        indices = sampling.indices(total, fps) if sampling.do_sample_frames else np.arange(total)
+        wanted = set(int(i) for i in indices)
+        frames = []
+        try:
             for i, frame in enumerate(container.decode(video=0)):
                 if i > indices[-1]:
                     break
                 if i in wanted:
                     frames.append(frame.to_ndarray(format="rgb24"))
-    except ValueError:
-        raise
-    except Exception as exc:
-        raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
+        except Exception as exc:
+            raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
     if len(frames) != len(indices):
         raise ValueError(f"video file {path} has fewer decodable frames than its header states")
     return Video(frames=np.stack(frames), indices=indices, fps=fps)

@@ -109,11 +109,12 @@ class VisionExportModel(nn.Module):
 def build_vision_model(
     checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32
 ) -> VisionExportModel:
-    """Instantiate the HF vision tower and load only its weights from the checkpoint."""
-    from transformers import AutoConfig
+    """Instantiate transformers' own vision tower (never code shipped with the checkpoint) and
+    load only its weights from the checkpoint."""
+    from transformers import Qwen3VLConfig
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
-    config = AutoConfig.from_pretrained(str(checkpoint_dir), trust_remote_code=False)
+    config = Qwen3VLConfig.from_pretrained(str(checkpoint_dir))
     vision_config = config.vision_config
     vision_config._attn_implementation = "eager"
     with torch.device("meta"):

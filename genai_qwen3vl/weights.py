@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
-import torch
-
 from .errors import CheckpointError
+
+_LFS_POINTER = b"version https://git-lfs"
 
 
 def safetensors_files(checkpoint_dir: str | Path) -> dict[str, Path]:
@@ -32,9 +33,42 @@ def safetensors_files(checkpoint_dir: str | Path) -> dict[str, Path]:
     raise CheckpointError(f"{root} has no model.safetensors or model.safetensors.index.json{hint}")
 
 
+def verify_weights(checkpoint_dir: str | Path) -> int:
+    """Check every safetensors file is present and whole, from its header alone (no weights
+    are read): a file shorter than its header says (an interrupted download) or a Git LFS
+    pointer is named with the fix. Returns the total size in bytes."""
+    total = 0
+    for fpath in sorted(set(safetensors_files(checkpoint_dir).values())):
+        size = fpath.stat().st_size
+        _refuse_lfs_pointer(fpath)
+        with open(fpath, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{fpath} is truncated ({size} bytes); re-download it")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8:
+                raise CheckpointError(f"{fpath} is truncated or not a safetensors file (header of {header_len} bytes, file of {size}); re-download it")
+            try:
+                header = json.loads(f.read(header_len))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise CheckpointError(f"{fpath} has an unreadable safetensors header; re-download it") from None
+        needed = 8 + header_len + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if size < needed:
+            raise CheckpointError(f"{fpath} is truncated: {size} bytes where its header needs {needed}; re-download it")
+        total += size
+    return total
+
+
+def _refuse_lfs_pointer(path: Path) -> None:
+    with open(path, "rb") as f:
+        if f.read(len(_LFS_POINTER)) == _LFS_POINTER:
+            raise CheckpointError(f"{path} is a Git LFS pointer, not the weights; run `git lfs pull` in {path.parent}")
+
+
 def _keys(path: Path) -> list[str]:
     from safetensors import safe_open
 
+    _refuse_lfs_pointer(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
@@ -42,7 +76,7 @@ def _keys(path: Path) -> list[str]:
         raise CheckpointError(f"{path} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None
 
 
-def load_submodule_state(checkpoint_dir: str | Path, prefixes: tuple[str, ...], dtype: torch.dtype) -> dict:
+def load_submodule_state(checkpoint_dir: str | Path, prefixes: tuple[str, ...], dtype) -> dict:
     """Load only the tensors under the first of ``prefixes`` present, with the prefix removed."""
     from safetensors import safe_open
 
