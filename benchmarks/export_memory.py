@@ -51,8 +51,10 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def measure(checkpoint: Path, precision: str, ep: str = "cpu") -> dict:
-    out = Path(tempfile.mkdtemp(prefix="export-mem-")) / "model"
+def measure(checkpoint: Path, precision: str, ep: str = "cpu", keep: Path | None = None) -> dict:
+    """Export ``checkpoint`` and sample its memory; the output is deleted unless ``keep`` names
+    where to write it."""
+    out = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="export-mem-")) / "model"
     cmd = [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(checkpoint), "-o", str(out), "-p", precision, "-e", ep]
     peaks = {"VmRSS": 0, "RssAnon": 0}
     start = time.perf_counter()
@@ -71,7 +73,8 @@ def measure(checkpoint: Path, precision: str, ep: str = "cpu") -> dict:
     seconds = time.perf_counter() - start
     sampler.join()
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) if out.exists() else 0
-    shutil.rmtree(out.parent, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out.parent, ignore_errors=True)
     if proc.returncode:
         raise SystemExit(f"export failed ({precision}):\n{log}")
     return {

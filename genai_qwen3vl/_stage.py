@@ -13,10 +13,12 @@ import pickle
 import sys
 from pathlib import Path
 
+from genai_qwen3vl.logs import configure_logging
+
 
 def main(payload: Path) -> int:
     module, name, args, level = pickle.loads(payload.read_bytes())
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    configure_logging(verbose=level <= logging.DEBUG)
     result: BaseException | None = None
     try:
         getattr(importlib.import_module(module), name)(*args)

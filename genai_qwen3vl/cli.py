@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .errors import OptionsError, Qwen3VLExportError
+from .logs import configure_logging
 from .options import (
     DEFAULT_MAX_LENGTH,
     EXECUTION_PROVIDERS,
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
     )
     parser.add_argument(
+        "--full_prefill_logits",
+        action="store_true",
+        help="keep og's LM head over every prompt position (default: the last position only, as og samples from it)",
+    )
+    parser.add_argument(
         "--validate",
         action="store_true",
         help="after the export, check it against transformers (per artifact and end to end through og) "
@@ -92,20 +98,14 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         int4_accuracy_level=args.int4_accuracy_level,
         vision_precision=args.vision_precision,
         trust_remote_code=args.trust_remote_code,
+        prune_prefill_logits=not args.full_prefill_logits,
         overwrite=args.overwrite or args.validate_only,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        for noisy in ("transformers", "torch", "onnxscript", "onnx_ir", "huggingface_hub", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    configure_logging(args.verbose)
     try:
         from .pipeline import resolve_checkpoint, run
 

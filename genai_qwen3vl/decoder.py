@@ -230,6 +230,34 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
     return model
 
 
+def prune_prefill_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Compute the LM head for the last position only: ``logits`` becomes [B, 1, vocab].
+
+    og's builder applies the LM head to every prompt position ([1, 1024, 151936] floats for a
+    1024-token prompt) although og samples from the last one. og 0.18 recognizes a decoder whose
+    logits have a fixed sequence dim of 1 ("trimmed prefill logits") and reads them as such."""
+    graph = model.graph
+    head = next((n for n in graph.node if n.name.startswith("/lm_head/MatMul")), None)
+    if head is None:
+        raise Qwen3VLExportError("og's decoder has no /lm_head/MatMul node; cannot trim its prefill logits")
+    starts = _const("/lm_head/last_token/constants/starts", [-1])
+    ends = _const("/lm_head/last_token/constants/ends", [np.iinfo(np.int64).max])
+    axes = _const("/lm_head/last_token/constants/axes", [1])
+    graph.initializer.extend([starts, ends, axes])
+    sliced = "/lm_head/last_token/Slice/output_0"
+    node = helper.make_node("Slice", [head.input[0], starts.name, ends.name, axes.name], [sliced], name="/lm_head/last_token/Slice")
+    head.input[0] = sliced
+    nodes = list(graph.node)
+    nodes.insert(nodes.index(head), node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    logits = next(o for o in graph.output if o.name == "logits")
+    seq = logits.type.tensor_type.shape.dim[1]
+    seq.ClearField("dim_param")
+    seq.dim_value = 1
+    return model
+
+
 def build_decoder(
     checkpoint_dir: Path,
     spec: Qwen3VLSpec,
@@ -238,8 +266,10 @@ def build_decoder(
     precision: str,
     execution_provider: str,
     og_options: dict[str, str],
+    prune_logits: bool = True,
 ) -> Path:
-    """Build og's decoder, add DeepStack, write ``model.onnx`` (+ ``.data``) into ``out_dir``.
+    """Build og's decoder, add DeepStack (and, with ``prune_logits``, last-position-only prefill
+    logits), write ``model.onnx`` (+ ``.data``) into ``out_dir``.
 
     int4 on CPU: og's builder writes the fp32 decoder (it streams the weights to disk) and
     ``quantize.quantize_int4`` turns it into og's int4 graph one weight at a time, instead of
@@ -261,6 +291,8 @@ def build_decoder(
         src, og_dir = quantized, quantized.parent
     model = onnx.load(str(src), load_external_data=False)
     add_deepstack(model, spec)
+    if prune_logits:
+        prune_prefill_logits(model)
     dst = Path(out_dir) / "model.onnx"
     onnx.save(model, str(dst))
     data = og_dir / "model.onnx.data"

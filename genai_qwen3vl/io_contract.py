@@ -22,6 +22,8 @@ IO_FLOAT = "io_float"
 # og's builder writes float32 logits for bf16 decoders (fp16 ones keep fp16)
 LOGITS_FLOAT = "logits_float"
 FLOAT_NUMPY = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# the logits' position dim: every prompt position, or (trimmed prefill logits) the last only
+LOGITS_POSITIONS = "sequence_length|1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +91,8 @@ DECODER = GraphContract(
         TensorDecl("attention_mask", np.int64, ("batch_size", "total_sequence_length")),
         TensorDecl("position_ids", np.int64, (3, "batch_size", "sequence_length")),
     ),
-    outputs=(TensorDecl("logits", LOGITS_FLOAT, ("batch_size", "sequence_length", lambda s: s.text.vocab_size)),),
+    # "sequence_length", or 1 when the export keeps the last position's logits only
+    outputs=(TensorDecl("logits", LOGITS_FLOAT, ("batch_size", LOGITS_POSITIONS, lambda s: s.text.vocab_size)),),
 )
 PAST_KEY = "past_key_values.%d.key"
 PAST_VALUE = "past_key_values.%d.value"

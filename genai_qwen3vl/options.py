@@ -46,6 +46,8 @@ class ExportOptions:
     vision_precision: str | None = None
     # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
     trust_remote_code: bool = False
+    # logits for the last prompt position only (og reads them as "trimmed prefill logits")
+    prune_prefill_logits: bool = True
 
     def __post_init__(self) -> None:
         if (self.input_dir is None) == (self.model_name is None):

@@ -310,6 +310,8 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
                 deepstack_visual_embeds=[d.to(dtype) for d in deepstack] if is_prefill else None,
             )
             logits = ref.model.lm_head(out.last_hidden_state).float().numpy()
+        if result["logits"].shape[1] == 1:  # trimmed prefill logits: the last position only
+            logits = logits[:, -1:]
         report["prefill" if is_prefill else f"decode.{step}"] = _maxdiff(result["logits"], logits)
     return report
 

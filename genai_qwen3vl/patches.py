@@ -25,16 +25,25 @@ def block_diagonal_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.
     return torch.where(same, zero, neg)
 
 
+# The fused attention placeholder the vision export emits; ``segment_attention.py`` replaces it.
+SEGMENT_ATTENTION = "genai_qwen3vl::SegmentAttention"
+
+
 def _masked_vision_attention_forward(
     self,
     hidden_states: torch.Tensor,
     cu_seqlens: torch.Tensor | None = None,
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     attention_mask: torch.Tensor | None = None,
+    segments: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **kwargs,
 ) -> torch.Tensor:
     """HF ``Qwen3VLVisionAttention.forward`` with the per-segment ``torch.split`` loop
-    (``.tolist()``, not traceable) replaced by one attention under a block-diagonal mask."""
+    (``.tolist()``, not traceable) replaced by one attention under a block-diagonal mask.
+
+    During ONNX export with ``segments`` = (all segments equal?, segment length, segment ids)
+    it emits a ``SegmentAttention`` placeholder instead, which the export turns into
+    onnxruntime's fused ``MultiHeadAttention`` (see ``segment_attention.py``)."""
     from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
 
     seq_len = hidden_states.shape[0]
@@ -43,6 +52,13 @@ def _masked_vision_attention_forward(
     )
     cos, sin = position_embeddings
     query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
+    if segments is not None and torch.onnx.is_in_onnx_export():
+        width = self.num_heads * query.shape[-1]
+        q, k, v = (x.reshape(1, seq_len, width) for x in (query, key, value))
+        attn = torch.onnx.ops.symbolic(
+            SEGMENT_ATTENTION, (q, k, v, *segments), {"num_heads": self.num_heads}, dtype=q.dtype, shape=q.shape, version=1
+        )
+        return self.proj(attn.reshape(seq_len, width))
     if attention_mask is None:
         attention_mask = block_diagonal_mask(segment_ids_from_cu_seqlens(cu_seqlens, seq_len), query.dtype)
     query, key, value = (x.transpose(0, 1) for x in (query, key, value))  # [heads, seq, head_dim]

@@ -163,7 +163,16 @@ def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: Expo
 
     work = out / ".work"
     try:
-        build_decoder(checkpoint, spec, work, out, options.precision, options.execution_provider, og_builder_options(options))
+        build_decoder(
+            checkpoint,
+            spec,
+            work,
+            out,
+            options.precision,
+            options.execution_provider,
+            og_builder_options(options),
+            prune_logits=options.prune_prefill_logits,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

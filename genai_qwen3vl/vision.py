@@ -97,10 +97,16 @@ class VisionExportModel(nn.Module):
         hidden = v.patch_embed(pixel_values)
         hidden = hidden + interpolated_position_embedding(v.pos_embed.weight, row, col, height, width).to(hidden.dtype)
         position_embeddings = v.rotary_pos_emb(hidden, torch.stack([row, col], dim=-1))
-        mask = block_diagonal_mask(segment, hidden.dtype)
+        attention: dict = {}
+        if torch.onnx.is_in_onnx_export():
+            # the fused attention's inputs: are all frames the same size, that size, frame ids
+            frame = image_grid_thw[:, 1] * image_grid_thw[:, 2]
+            attention["segments"] = ((frame.min() == frame.max()), frame[:1].to(torch.int64), segment)
+        else:
+            attention["attention_mask"] = block_diagonal_mask(segment, hidden.dtype)
         features = []
         for index, block in enumerate(v.blocks):
-            hidden = block(hidden, cu_seqlens=None, position_embeddings=position_embeddings, attention_mask=mask)
+            hidden = block(hidden, cu_seqlens=None, position_embeddings=position_embeddings, **attention)
             if index in self.deepstack_indexes:
                 features.append(v.deepstack_merger_list[self.deepstack_indexes.index(index)](hidden))
         return torch.cat([v.merger(hidden), *features], dim=-1).to(self.out_dtype)
@@ -142,4 +148,7 @@ def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path) ->
         "pixel_values": {0: torch.export.Dim("num_patches", min=4)},
         "image_grid_thw": {0: torch.export.Dim("num_images", min=1)},
     }
-    return export_to_onnx(model, example_inputs(spec), io_contract.VISION, dynamic, out_dir, export_patches())
+    path = export_to_onnx(model, example_inputs(spec), io_contract.VISION, dynamic, out_dir, export_patches())
+    from .segment_attention import fuse_segment_attention
+
+    return fuse_segment_attention(path)

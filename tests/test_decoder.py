@@ -50,3 +50,17 @@ def test_deepstack_is_not_a_no_op(reference):
         with_ds = ref.model.lm_head(lm(inputs_embeds=embeds, position_ids=pos, visual_pos_masks=visual, deepstack_visual_embeds=stacks).last_hidden_state)
         without = ref.model.lm_head(lm(inputs_embeds=embeds, position_ids=pos).last_hidden_state)
     assert float(np.abs((with_ds - without).numpy()).max()) > 1000 * tolerance("fp32").decoder
+
+
+def test_prefill_logits_are_trimmed_to_the_last_position(exported, reference, record_parity):
+    """og reads a decoder whose logits have a fixed position dim of 1 as 'trimmed prefill
+    logits': the LM head runs on the last position only. --full_prefill_logits keeps them all,
+    and both match transformers."""
+    for flags, positions in (((), 1), (("-p", "fp32", "-e", "cpu", "--full_prefill_logits"), "sequence_length")):
+        out = exported("awkward", *flags)
+        model = onnx.load(str(out / io_contract.DECODER.filename), load_external_data=False)
+        dim = next(o for o in model.graph.output if o.name == "logits").type.tensor_type.shape.dim[1]
+        assert (dim.dim_value or dim.dim_param) == positions
+        report = decoder_parity(out, reference("awkward"), seed=2, prompt_len=9, decode_steps=2)
+        record_parity(report)
+        assert_within(report, tolerance("fp32").decoder, f"decoder {flags}")
