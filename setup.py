@@ -37,6 +37,7 @@ setup(
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
         "video": ["av>=12"],  # decoding video files in Qwen3VLProcessor
         "test": ["pytest>=8", "av>=12", "hypothesis>=6"],
+        "bench": ["matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [

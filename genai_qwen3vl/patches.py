@@ -69,16 +69,23 @@ def _masked_vision_attention_forward(
 
 
 @contextlib.contextmanager
-def masked_vision_attention():
-    """Install the traceable vision attention on ``Qwen3VLVisionAttention`` for the scope."""
+def _replaced_forward(class_name: str, forward):
+    """Install ``forward`` on transformers' Qwen3-VL class ``class_name`` for the scope; the
+    original is always restored."""
     from transformers.models.qwen3_vl import modeling_qwen3_vl as hf
 
-    original = hf.Qwen3VLVisionAttention.forward
-    hf.Qwen3VLVisionAttention.forward = _masked_vision_attention_forward
+    cls = getattr(hf, class_name)
+    original = cls.forward
+    cls.forward = forward
     try:
         yield
     finally:
-        hf.Qwen3VLVisionAttention.forward = original
+        cls.forward = original
+
+
+def masked_vision_attention():
+    """Install the traceable vision attention on ``Qwen3VLVisionAttention`` for the scope."""
+    return _replaced_forward("Qwen3VLVisionAttention", _masked_vision_attention_forward)
 
 
 def _linear_patch_embed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -91,17 +98,9 @@ def _linear_patch_embed_forward(self, hidden_states: torch.Tensor) -> torch.Tens
     return torch.nn.functional.linear(rows, flat, self.proj.bias)
 
 
-@contextlib.contextmanager
 def linear_patch_embed():
     """Install the matmul form of the vision patch embedding for the scope."""
-    from transformers.models.qwen3_vl import modeling_qwen3_vl as hf
-
-    original = hf.Qwen3VLVisionPatchEmbed.forward
-    hf.Qwen3VLVisionPatchEmbed.forward = _linear_patch_embed_forward
-    try:
-        yield
-    finally:
-        hf.Qwen3VLVisionPatchEmbed.forward = original
+    return _replaced_forward("Qwen3VLVisionPatchEmbed", _linear_patch_embed_forward)
 
 
 def export_patches() -> contextlib.ExitStack:

@@ -102,3 +102,33 @@ def image_file(tmp_path_factory):
         return path
 
     return get
+
+
+# Short generation cases shared by the precision tests: (messages, pictures as (h, w, seed)).
+SHORT_CASES = {
+    "text_only": ([{"role": "user", "content": [{"type": "text", "text": "Write a poem."}]}], []),
+    "one_image": ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}], [(96, 128, 1)]),
+    "two_images": (
+        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}],
+        [(96, 128, 2), (64, 200, 3)],
+    ),
+}
+
+
+def check_generation_case(out, hf_reference, case: str, precision: str, record, what: str) -> None:
+    """Greedy generation through og (our processor) against ``hf_reference`` on a SHORT_CASES
+    case, asserted against the precision's tolerances."""
+    from PIL import Image
+
+    from genai_qwen3vl.parity import assert_generation_parity, compare_generations, hf_generate, og_generate
+    from genai_qwen3vl.tolerances import tolerance
+
+    messages, specs = SHORT_CASES[case]
+    images = [make_picture(h, w, s) for h, w, s in specs]
+    prompt = hf_reference.processor.apply_chat_template(messages, add_generation_prompt=True)
+    tol = tolerance(precision)
+    ours = og_generate(out, prompt, images, tol.token_steps, processor="ours")
+    theirs = hf_generate(hf_reference, prompt, [Image.fromarray(x) for x in images], tol.token_steps)
+    cmp = compare_generations(ours, theirs)
+    record(cmp.summary())
+    assert_generation_parity(cmp, tol.end_to_end, tol.token_steps, what)

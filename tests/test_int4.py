@@ -11,7 +11,6 @@ from PIL import Image
 
 from genai_qwen3vl import io_contract
 from genai_qwen3vl.parity import (
-    assert_generation_parity,
     assert_within,
     compare_generations,
     decoder_parity,
@@ -24,7 +23,7 @@ from genai_qwen3vl.parity import (
 from genai_qwen3vl.tiny import make_picture
 from genai_qwen3vl.tolerances import tolerance
 
-from .conftest import ALL_PRESETS
+from .conftest import ALL_PRESETS, SHORT_CASES, check_generation_case
 
 EXACT_INT4 = ("-p", "int4", "-e", "cpu", "--int4_accuracy_level", "1")
 DEFAULT_INT4 = ("-p", "int4", "-e", "cpu")
@@ -82,32 +81,15 @@ def test_int4_block_size_flag(exported):
     assert sizes == {16}
 
 
-CASES = {
-    "text_only": ([{"role": "user", "content": [{"type": "text", "text": "Write a poem."}]}], []),
-    "one_image": ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}], [(96, 128, 1)]),
-    "two_images": (
-        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}],
-        [(96, 128, 2), (64, 200, 3)],
-    ),
-}
-
-
 @pytest.mark.parity(artifact="end_to_end")
 @pytest.mark.parametrize("precision", ["int4"])
 @pytest.mark.parametrize("preset", ALL_PRESETS)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(SHORT_CASES))
 def test_int4_through_og_equals_transformers_on_dequantized_weights(
-    preset, case, precision, exported, reference, dequantized, record_parity
+    preset, case, precision, exported, dequantized, record_parity
 ):
-    messages, specs = CASES[case]
-    images = [make_picture(h, w, s) for h, w, s in specs]
-    prompt = reference(preset).processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = tolerance(precision)
-    ours = og_generate(exported(preset, *EXACT_INT4), prompt, images, tol.token_steps, processor="ours")
-    theirs = hf_generate(dequantized(preset), prompt, [Image.fromarray(x) for x in images], tol.token_steps)
-    cmp = compare_generations(ours, theirs)
-    record_parity(cmp.summary())
-    assert_generation_parity(cmp, tol.end_to_end, tol.token_steps, f"int4 {preset}/{case}")
+    out = exported(preset, *EXACT_INT4)
+    check_generation_case(out, dequantized(preset), case, precision, record_parity, f"int4 {preset}/{case}")
 
 
 def _kl(p_logits, q_logits):
@@ -120,7 +102,7 @@ def _kl(p_logits, q_logits):
 def test_report_int4_cost_against_fp32(preset, exported, reference, record_parity):
     """int4 at og's CPU default (accuracy_level 4) against the fp32 transformers model: how many
     greedy tokens agree and the KL divergence per step, for the record."""
-    prompt = reference(preset).processor.apply_chat_template(CASES["one_image"][0], add_generation_prompt=True)
+    prompt = reference(preset).processor.apply_chat_template(SHORT_CASES["one_image"][0], add_generation_prompt=True)
     image = make_picture(96, 128, 1)
     ours = og_generate(exported(preset, *DEFAULT_INT4), prompt, [image], 16, processor="ours")
     theirs = hf_generate(reference(preset), prompt, [Image.fromarray(image)], 16)

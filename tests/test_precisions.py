@@ -7,27 +7,22 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from PIL import Image
 
 from genai_qwen3vl import io_contract
 from genai_qwen3vl.parity import (
     Reference,
-    assert_generation_parity,
     assert_within,
-    compare_generations,
     decoder_parity,
     dequantized_reference,
     embedding_parity,
-    hf_generate,
-    og_generate,
     vision_parity,
 )
-from genai_qwen3vl.tiny import make_picture
 from genai_qwen3vl.tolerances import tolerance
+
+from .conftest import check_generation_case
 
 FP16 = ("-p", "fp16", "-e", "cuda")
 BF16 = ("-p", "bf16", "-e", "cuda")
@@ -132,30 +127,13 @@ def test_fp16_graphs_match_transformers_fp16(preset, precision, exported, refere
     assert_within(decoder, tol.decoder, f"fp16 decoder ({preset})")
 
 
-CASES = {
-    "one_image": ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}], [(96, 128, 1)]),
-    "two_images": (
-        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}],
-        [(96, 128, 2), (64, 200, 3)],
-    ),
-}
-
-
 @pytest.mark.parity(artifact="end_to_end")
 @pytest.mark.parametrize("precision", ["fp16"])
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", ["one_image", "two_images"])
 def test_fp16_through_og_on_cpu_matches_transformers_fp16(preset, case, precision, exported, reference, tmp_path_factory, record_parity):
     out = _on_cpu(exported(preset, *FP16), tmp_path_factory.mktemp("cpu"))
-    messages, specs = CASES[case]
-    images = [make_picture(h, w, s) for h, w, s in specs]
-    prompt = reference(preset).processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = tolerance(precision)
-    ours = og_generate(out, prompt, images, tol.token_steps, processor="ours")
-    theirs = hf_generate(_in_dtype(reference(preset), torch.float16), prompt, [Image.fromarray(x) for x in images], tol.token_steps)
-    cmp = compare_generations(ours, theirs)
-    record_parity(cmp.summary())
-    assert_generation_parity(cmp, tol.end_to_end, tol.token_steps, f"fp16 {preset}/{case}")
+    check_generation_case(out, _in_dtype(reference(preset), torch.float16), case, precision, record_parity, f"fp16 {preset}/{case}")
 
 
 @pytest.mark.parity(artifact="decoder")
@@ -198,12 +176,4 @@ def test_cuda_through_og_matches_transformers(preset, precision, exported, refer
     out = exported(preset, "-p", precision, "-e", "cuda")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     ref = Reference(spec=reference(preset).spec, model=copy.deepcopy(reference(preset).model).to("cuda", dtype), processor=reference(preset).processor)
-    messages, specs = CASES["one_image"]
-    images = [make_picture(h, w, s) for h, w, s in specs]
-    prompt = ref.processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = tolerance(precision)
-    ours = og_generate(out, prompt, images, tol.token_steps, processor="ours")
-    theirs = hf_generate(ref, prompt, [Image.fromarray(x) for x in images], tol.token_steps)
-    cmp = compare_generations(ours, theirs)
-    record_parity(cmp.summary())
-    assert_generation_parity(cmp, tol.end_to_end, tol.token_steps, f"{precision} cuda {preset}")
+    check_generation_case(out, ref, "one_image", precision, record_parity, f"{precision} cuda {preset}")
