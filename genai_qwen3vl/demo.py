@@ -19,7 +19,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genai_qwen3vl.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("qwen3vl_demo"), help="where to write the checkpoint and model")
-    parser.add_argument("--preset", default="tied", help="tiny checkpoint preset (see genai_qwen3vl/tiny.py)")
+    parser.add_argument("--preset", default="awkward", help="tiny checkpoint preset (see genai_qwen3vl/tiny.py)")
     parser.add_argument("--steps", type=int, default=24, help="tokens to generate")
     args = parser.parse_args(argv)
 
