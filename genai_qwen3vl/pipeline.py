@@ -97,7 +97,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def copy_checkpoint_files(checkpoint: Path, out: Path, spec: Qwen3VLSpec) -> list[str]:
+def copy_checkpoint_files(checkpoint: Path, out: Path) -> list[str]:
     copied = []
     for name in COPIED_FILES:
         src = checkpoint / name
@@ -238,7 +238,7 @@ def run(options: ExportOptions) -> Path:
         with stage(5, total, "configs"):
             configs.write_json(staging / "genai_config.json", configs.genai_config(spec, options))
             configs.write_json(staging / "processor_config.json", configs.processor_config(spec))
-            copy_checkpoint_files(checkpoint, staging, spec)
+            copy_checkpoint_files(checkpoint, staging)
         with stage(6, total, "check graphs and publish"):
             from .validate import check_graph_io
 

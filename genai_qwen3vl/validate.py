@@ -3,6 +3,10 @@ and parity against transformers (``genai_qwen3vl.parity``, used by the tests and
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -63,12 +67,6 @@ def check_graph_io(path: Path, contract: io_contract.GraphContract, spec: Qwen3V
 
 
 # --------------------------------------------------------------------------- --validate
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-
-
 @dataclasses.dataclass
 class Row:
     """One line of the validation table."""
