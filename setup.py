@@ -2,9 +2,35 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# what runs an exported folder (genai_qwen3vl.runtime): no torch
+RUNTIME = [
+    "onnxruntime-genai>=0.18,<0.19",  # the runtime we target (its C++ side runs qwen3_vl)
+    "onnxruntime>=1.32",
+    "numpy>=1.26",
+    "pillow>=10",
+    "tokenizers>=0.21",
+    "jinja2>=3.1",  # chat templates in Qwen3VLProcessor.apply_chat_template
+]
+# what exports a checkpoint (genai_qwen3vl.export); og's builder, which writes the decoder, needs torch and transformers too
+EXPORT = [
+    "torch>=2.9",
+    "transformers>=5.24,<6",
+    "onnx>=1.18",
+    "onnxscript>=0.5",
+    "onnx-ir>=0.1.10",
+    "safetensors>=0.4",
+    "huggingface_hub>=0.30",
+]
+# what checks an export against transformers (genai_qwen3vl.verify, --validate)
+VERIFY = EXPORT + [
+    "torchvision>=0.24",  # transformers' Qwen3-VL AutoProcessor needs it
+    "av>=12",  # transformers' video loader for files
+]
+VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
+
 setup(
     name="genai-qwen3vl",
-    version="0.1.0",
+    version="0.2.0",
     description="Export Hugging Face Qwen3-VL checkpoints for stock onnxruntime-genai, DeepStack included, "
     "checked against transformers",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
@@ -14,35 +40,20 @@ setup(
     package_dir={"genai_qwen3vl.processor_configs": "processor_configs"},
     package_data={"genai_qwen3vl.processor_configs": ["*.json"]},
     py_modules=["builder_qwen3vl"],
-    install_requires=[
-        # the runtime we target; its builder writes the decoder, its C++ runtime runs qwen3_vl
-        "onnxruntime-genai>=0.18,<0.19",
-        "onnxruntime>=1.32",
-        # transformers is the parity reference and the vision/embedding export source
-        "transformers>=5.24,<6",
-        "torch>=2.9",
-        "torchvision>=0.24",  # transformers' Qwen3-VL AutoProcessor needs it
-        "onnx>=1.18",
-        "onnxscript>=0.5",
-        "onnx-ir>=0.1.10",
-        "safetensors>=0.4",
-        "tokenizers>=0.21",
-        "huggingface_hub>=0.30",
-        "pillow>=10",
-        "numpy>=1.26",
-        "jinja2>=3.1",  # chat templates in Qwen3VLProcessor.apply_chat_template
-    ],
+    install_requires=RUNTIME,
     extras_require={
+        "export": EXPORT,
+        "verify": VERIFY,
+        "video": VIDEO,
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
-        "video": ["av>=12"],  # decoding video files in Qwen3VLProcessor
-        "test": ["pytest>=8", "av>=12", "hypothesis>=6"],
+        "test": VERIFY + ["pytest>=8", "hypothesis>=6", "ruff>=0.6"],
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={
         "console_scripts": [
-            "genai-qwen3vl-builder=genai_qwen3vl.cli:main",
-            "genai-qwen3vl-demo=genai_qwen3vl.demo:main",
+            "genai-qwen3vl=genai_qwen3vl.cli:main",
+            "genai-qwen3vl-builder=genai_qwen3vl.cli:builder_console",
         ]
     },
 )

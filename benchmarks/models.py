@@ -6,33 +6,21 @@ import dataclasses
 import os
 from pathlib import Path
 
-from genai_qwen3vl.tiny import TinyPreset, make_tiny_checkpoint
+from genai_qwen3vl.testing.tiny import TinyPreset, make_tiny_checkpoint
 
 DEFAULT_CACHE = Path(os.environ.get("GENAI_QWEN3VL_BENCH_CACHE", Path.home() / ".cache" / "genai_qwen3vl_bench"))
 
 # Qwen3-VL-2B-Instruct: text 2048 wide, 28 layers, 16 heads / 8 kv heads of 128, MLP 6144,
 # vocab 151936, tied embeddings; vision 1024 wide, 24 blocks, 16 heads, DeepStack after 5/11/17.
+# Its weights are random; its widths, depths and file layout (bf16 shards, hub config) are real.
 QWEN3VL_2B = TinyPreset(
-    name="qwen3vl-2b-shape",
-    hidden_size=2048,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    intermediate_size=6144,
-    num_hidden_layers=28,
-    mrope_section=(24, 20, 20),
-    tie_word_embeddings=True,
-    vision_hidden_size=1024,
-    vision_heads=16,
-    vision_intermediate_size=4096,
-    vision_depth=24,
-    deepstack_visual_indexes=(5, 11, 17),
-    num_position_embeddings=2304,
-    min_pixels=65536,
-    max_pixels=16777216,
-    image_mean=(0.5, 0.5, 0.5),
-    image_std=(0.5, 0.5, 0.5),
-    hub_layout=True,  # bf16 weights in shards, the published config layout
+    "qwen3vl-2b-shape",
+    text=dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128, intermediate_size=6144,
+              num_hidden_layers=28, mrope_section=(24, 20, 20), tie_word_embeddings=True),
+    vision=dict(hidden_size=1024, num_heads=16, intermediate_size=4096, depth=24, deepstack_visual_indexes=(5, 11, 17),
+                num_position_embeddings=2304),
+    pixels=(65536, 16777216),
+    hub_layout=True,
 )
 
 
@@ -44,9 +32,8 @@ def qwen3vl_2b_shape(layers: int = 28, vision_layers: int = 24) -> TinyPreset:
     return dataclasses.replace(
         QWEN3VL_2B,
         name=f"qwen3vl-2b-shape-L{layers}-V{vision_layers}",
-        num_hidden_layers=layers,
-        vision_depth=depth,
-        deepstack_visual_indexes=deepstack,
+        text={**QWEN3VL_2B.text, "num_hidden_layers": layers},
+        vision={**QWEN3VL_2B.vision, "depth": depth, "deepstack_visual_indexes": deepstack},
         extra_vocab=151936 - 438,  # the tiny tokenizer has 438 entries; the model keeps 2B's vocab
     )
 

@@ -11,11 +11,14 @@ builder (fp32 and int4), it measures medians after warm-up:
 * time to first token for an image prompt of about 1000 tokens: og vs transformers;
 * decode tokens/s: og fp32, og int4, transformers eager fp32;
 * export time and peak RSS;
+* what int4 costs against fp32 (og int4 at its default accuracy_level 4 fed the fp32 model's
+  greedy tokens): KL divergence of the next-token distributions per step, top-1 agreement;
 * the machine's read bandwidth (2-thread torch.sum over 1 GB), the bytes of weights read per
   decoded token and each decode figure's fraction of that roofline.
 
 Every engine runs in its own process, one after the other, so that memory figures are its own
-and two models never compete for RAM.
+and two models never compete for RAM; each reports its own peak (VmHWM, which a new program
+starts afresh, unlike ru_maxrss, which survives exec and would report the parent's peak).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,7 +51,12 @@ def _rss_gb() -> float:
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """This process's own peak resident memory (VmHWM; reset by exec, unlike ru_maxrss)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -65,8 +72,8 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 # --------------------------------------------------------------------------- measurements (child processes)
 def _pixels(model_dir: Path, size: tuple[int, int]):
-    from genai_qwen3vl.processing import Qwen3VLProcessor
-    from genai_qwen3vl.tiny import make_picture
+    from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
+    from genai_qwen3vl.testing.media import make_picture
 
     out = Qwen3VLProcessor(model_dir).process("<|vision_start|><|image_pad|><|vision_end|>", images=[make_picture(*size, 1)])
     return out.pixel_values, out.image_grid_thw
@@ -90,10 +97,10 @@ def measure_vision(engine: str, model_dir: str, checkpoint: str, size: str, repe
     else:
         import torch
 
-        from genai_qwen3vl.spec import Qwen3VLSpec
+        from genai_qwen3vl.model.spec import Qwen3VLSpec
 
         torch.set_num_threads(os.cpu_count() or 1)
-        from genai_qwen3vl.vision import build_vision_model
+        from genai_qwen3vl.export.vision import build_vision_model
 
         # transformers' vision tower with its weights only, run with sdpa attention
         visual = build_vision_model(checkpoint, Qwen3VLSpec.from_checkpoint(checkpoint)).visual
@@ -110,7 +117,7 @@ def measure_vision(engine: str, model_dir: str, checkpoint: str, size: str, repe
 
 
 def _chat_prompt(model_dir: Path, with_image: bool, text: str) -> str:
-    from genai_qwen3vl.processing import Qwen3VLProcessor
+    from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
 
     content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
     return Qwen3VLProcessor(model_dir).apply_chat_template([{"role": "user", "content": content}])
@@ -131,7 +138,7 @@ def _long_text(model_dir: Path, tokens: int) -> str:
 def _og_generator(model_dir: Path, prompt: str, images, max_new: int):
     import onnxruntime_genai as og
 
-    from genai_qwen3vl.processing import Qwen3VLProcessor
+    from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
 
     model = og.Model(str(model_dir))
     processor = Qwen3VLProcessor(model_dir)
@@ -149,7 +156,7 @@ def _og_generator(model_dir: Path, prompt: str, images, max_new: int):
 
 
 def measure_og(kind: str, model_dir: str, repeats: int) -> dict:
-    from genai_qwen3vl.tiny import make_picture
+    from genai_qwen3vl.testing.media import make_picture
 
     model_dir = Path(model_dir)
     if kind == "ttft":
@@ -181,7 +188,7 @@ def measure_hf(kind: str, model_dir: str, checkpoint: str, repeats: int) -> dict
     from PIL import Image
     from transformers import AutoImageProcessor, AutoProcessor, Qwen3VLForConditionalGeneration
 
-    from genai_qwen3vl.tiny import make_picture
+    from genai_qwen3vl.testing.media import make_picture
 
     torch.set_num_threads(os.cpu_count() or 1)
     model_dir = Path(model_dir)
@@ -252,7 +259,59 @@ def weight_bytes(model_path: Path) -> int:
     return total - cache
 
 
-MEASURES = {"vision": measure_vision, "og": measure_og, "hf": measure_hf, "bandwidth": measure_bandwidth}
+def measure_logits(model_dir: str, steps: int, forced: list[int] | None, out_file: str) -> dict:
+    """og's next-token logits over ``steps`` steps of a text prompt: greedy, or (``forced``) fed
+    the given tokens, so that two models are compared on the same contexts. Saved to ``out_file``."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model_dir = Path(model_dir)
+    prompt = _chat_prompt(model_dir, False, _long_text(model_dir, DECODE_PROMPT_TOKENS))
+    model = og.Model(str(model_dir))
+    from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
+
+    inputs = Qwen3VLProcessor(model_dir)(prompt)
+    params = og.GeneratorParams(model)
+    n = int(inputs["input_ids"].shape()[-1])
+    params.set_search_options(do_sample=False, max_length=n + steps + 1, min_length=n + steps + 1)
+    generator = og.Generator(model, params)
+    generator.set_inputs(inputs)
+    tokens, logits = [], []
+    for step in range(steps):
+        if forced is None or step == 0:
+            generator.generate_next_token()
+        else:
+            generator.append_tokens(np.asarray([forced[step - 1]], dtype=np.int32))
+        logits.append(np.array(generator.get_output("logits")[0, -1], dtype=np.float32))
+        tokens.append(int(np.argmax(logits[-1])))
+    np.save(out_file, np.stack(logits))
+    return {"tokens": tokens}
+
+
+def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_STEPS) -> dict:
+    """KL(fp32 || int4) of the next-token distributions and top-1 agreement, int4 fed the fp32
+    model's greedy tokens (the same contexts at every step)."""
+    import numpy as np
+
+    ref = child("logits", str(fp32_dir), steps, None, str(work / "fp32_logits.npy"))
+    child("logits", str(int4_dir), steps, ref["tokens"], str(work / "int4_logits.npy"))
+    p_logits, q_logits = np.load(work / "fp32_logits.npy"), np.load(work / "int4_logits.npy")
+
+    def log_softmax(x):
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    log_p, log_q = log_softmax(p_logits), log_softmax(q_logits)
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(-1)
+    return {
+        "steps": steps,
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agreement": float((p_logits.argmax(-1) == q_logits.argmax(-1)).mean()),
+    }
+
+
+MEASURES = {"vision": measure_vision, "og": measure_og, "hf": measure_hf, "bandwidth": measure_bandwidth, "logits": measure_logits}
 
 
 def child(name: str, *args) -> dict:
@@ -304,6 +363,11 @@ def run(layers: int, vision_layers: int, repeats: int, workdir: Path) -> dict:
     results["decode_tokens_per_s"] = decode
     print("decode tok/s: " + ", ".join(f"{k} {v:.2f}" for k, v in decode.items()), flush=True)
 
+    results["int4_vs_fp32"] = int4_cost(fp32, int4, workdir)
+    c = results["int4_vs_fp32"]
+    print(f"int4 vs fp32 over {c['steps']} steps: KL mean {c['kl_mean']:.3g} max {c['kl_max']:.3g}, "
+          f"top-1 agreement {c['top1_agreement']:.0%}", flush=True)
+
     bandwidth = child("bandwidth")["gb_s"]
     bytes_fp32, bytes_int4 = weight_bytes(fp32 / "model.onnx"), weight_bytes(int4 / "model.onnx")
     results["roofline"] = {
@@ -334,9 +398,12 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|",
     ]
     for size, m in v.items():
-        lines.append(f"| vision {size} ({m['patches']} patches), latency | {m['onnx_ms']:.0f} ms | {m['torch_ms']:.0f} ms | {m['torch_ms'] / m['onnx_ms']:.2f}x faster |")
-        lines.append(f"| vision {size}, peak RSS | {m['onnx_peak_gb']:.2f} GB | {m['torch_peak_gb']:.2f} GB | {m['onnx_peak_gb'] / m['torch_peak_gb']:.2f}x |")
-    lines.append(f"| time to first token, {t['prompt_tokens']}-token image prompt | {t['og']:.0f} ms | {t['hf']:.0f} ms | {q['og_ttft_vs_hf']:.2f}x the time |")
+        speedup, memory = m["torch_ms"] / m["onnx_ms"], m["onnx_peak_gb"] / m["torch_peak_gb"]
+        latency = f"{m['onnx_ms']:.0f} ms | {m['torch_ms']:.0f} ms | {speedup:.2f}x faster"
+        lines.append(f"| vision {size} ({m['patches']} patches), latency | {latency} |")
+        lines.append(f"| vision {size}, peak RSS | {m['onnx_peak_gb']:.2f} GB | {m['torch_peak_gb']:.2f} GB | {memory:.2f}x |")
+    ttft = f"{t['og']:.0f} ms | {t['hf']:.0f} ms | {q['og_ttft_vs_hf']:.2f}x the time"
+    lines.append(f"| time to first token, {t['prompt_tokens']}-token image prompt | {ttft} |")
     lines.append(f"| decode fp32 (tokens/s) | {d['og_fp32']:.2f} | {d['hf_fp32']:.2f} | {q['og_fp32_decode_vs_hf']:.2f}x |")
     lines.append(f"| decode int4 (tokens/s) | {d['og_int4']:.2f} | (fp32) {d['hf_fp32']:.2f} | {q['og_int4_decode_vs_hf']:.2f}x |")
     lines += [
@@ -345,6 +412,15 @@ def markdown(results: dict) -> str:
         f"fp32 {r['bytes_per_token_fp32'] / 1e9:.2f} GB, int4 {r['bytes_per_token_int4'] / 1e9:.2f} GB. Roofline fraction: "
         f"og fp32 {r['og_fp32_fraction']:.2f}, og int4 {r['og_int4_fraction']:.2f}, transformers fp32 {r['hf_fp32_fraction']:.2f}.",
         "",
+    ]
+    if "int4_vs_fp32" in results:
+        k = results["int4_vs_fp32"]
+        lines += [
+            f"int4 (accuracy_level 4) against fp32, fed the fp32 model's greedy tokens for {k['steps']} steps: "
+            f"KL(fp32 || int4) mean {k['kl_mean']:.3g}, max {k['kl_max']:.3g}; top-1 agreement {k['top1_agreement']:.0%}.",
+            "",
+        ]
+    lines += [
         "| export | time | peak RSS |",
         "|---|---|---|",
     ]
@@ -361,7 +437,8 @@ def chart(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     d = results["decode_tokens_per_s"]
-    axes[0].bar(["transformers\nfp32", "og fp32", "og int4"], [d["hf_fp32"], d["og_fp32"], d["og_int4"]], color=["grey", "tab:blue", "tab:green"])
+    colors = ["grey", "tab:blue", "tab:green"]
+    axes[0].bar(["transformers\nfp32", "og fp32", "og int4"], [d["hf_fp32"], d["og_fp32"], d["og_int4"]], color=colors)
     axes[0].set_title("decode (tokens/s, higher is better)")
     t = results["ttft_ms"]
     axes[1].bar(["transformers", "og"], [t["hf"] / 1000, t["og"] / 1000], color=["grey", "tab:blue"])

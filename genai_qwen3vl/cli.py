@@ -1,6 +1,14 @@
-"""Command line: parse -> ExportOptions -> pipeline.run(), in the style of og's builder.
+"""The commands, composed from the tiers (each imported only when its command runs, so that
+``genai-qwen3vl chat`` never imports torch):
 
-    python builder_qwen3vl.py (-m HUB_ID | -i LOCAL_DIR) -o OUT_DIR -p PRECISION -e EP [--cache_dir DIR]
+    genai-qwen3vl export ...      = builder_qwen3vl.py ...: export (genai_qwen3vl.export), optionally
+                                    checked against transformers (genai_qwen3vl.verify)
+    genai-qwen3vl chat ...        the chat sample (genai_qwen3vl.runtime)
+    genai-qwen3vl demo ...        the built-in default job (all tiers)
+
+Exit codes of export: 0 done (and, with --validate, every check passed), 2 a problem with the
+input or the options (one line on stderr), 3 a validation check failed, 4 some validation
+checks could not run here (and none failed), 1 an internal error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,111 +20,43 @@ from pathlib import Path
 
 from .errors import OptionsError, Qwen3VLExportError
 from .logs import configure_logging
-from .options import (
-    DEFAULT_MAX_LENGTH,
-    EXECUTION_PROVIDERS,
-    FLOAT_DTYPES,
-    INT4_ACCURACY_LEVELS,
-    INT4_BLOCK_SIZES,
-    PRECISIONS,
-    ExportOptions,
-)
+
+PROGRAM = "genai-qwen3vl"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="builder_qwen3vl.py",
-        description="Export a Hugging Face Qwen3-VL checkpoint to a folder that stock onnxruntime-genai runs "
-        "(vision.onnx, embedding.onnx, model.onnx with DeepStack, genai_config.json, processor_config.json, tokenizer).",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("-m", "--model_name", help="Hugging Face hub id, e.g. Qwen/Qwen3-VL-2B-Instruct")
-    source.add_argument("-i", "--input", type=Path, help="local Hugging Face checkpoint folder")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created; must be empty)")
-    parser.add_argument("-p", "--precision", default="fp32", choices=PRECISIONS, help="weight precision (default fp32)")
-    parser.add_argument(
-        "-e", "--execution_provider", default="cpu", choices=EXECUTION_PROVIDERS, help="target execution provider (default cpu)"
-    )
-    parser.add_argument("-c", "--cache_dir", type=Path, default=None, help="download cache for -m (default: huggingface_hub's)")
-    parser.add_argument(
-        "--max_length",
-        type=int,
-        default=DEFAULT_MAX_LENGTH,
-        help=f"default search max_length in genai_config.json (prompt + answer tokens; default {DEFAULT_MAX_LENGTH})",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument(
-        "--int4_block_size", type=int, default=32, choices=INT4_BLOCK_SIZES, help="-p int4: quantization block size (default 32)"
-    )
-    parser.add_argument(
-        "--int4_accuracy_level",
-        type=int,
-        default=None,
-        choices=INT4_ACCURACY_LEVELS,
-        help="-p int4: MatMulNBits accuracy_level; 1 = fp32 activations (most accurate), 4 = int8 activations "
-        "(fastest on CPU; the CPU default), 0 = the provider's choice (the CUDA default)",
-    )
-    parser.add_argument(
-        "--vision_precision",
-        default=None,
-        choices=FLOAT_DTYPES,
-        help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
-    )
-    parser.add_argument(
-        "--full_prefill_logits",
-        action="store_true",
-        help="keep og's LM head over every prompt position (default: the last position only, as og samples from it)",
-    )
+def build_export_parser(prog: str) -> argparse.ArgumentParser:
+    from .export.cli import DESCRIPTION, add_export_arguments
+
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_export_arguments(parser)
     parser.add_argument(
         "--validate",
         action="store_true",
         help="after the export, check it against transformers (per artifact and end to end through og) "
-        "and exit non-zero if any difference exceeds the tolerance table",
+        "and exit 3 if any difference exceeds the tolerance table (needs the verify extra)",
     )
     parser.add_argument(
         "--validate_only", action="store_true", help="only check an existing output folder -o against the checkpoint"
-    )
-    parser.add_argument(
-        "--trust_remote_code",
-        action="store_true",
-        help="let og's builder run code shipped with the checkpoint (never needed for Qwen3-VL; off by default)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return parser
 
 
-def options_from_args(args: argparse.Namespace) -> ExportOptions:
-    return ExportOptions(
-        output_dir=args.output,
-        precision=args.precision,
-        execution_provider=args.execution_provider,
-        input_dir=args.input,
-        model_name=args.model_name,
-        cache_dir=args.cache_dir,
-        max_length=args.max_length,
-        int4_block_size=args.int4_block_size,
-        int4_accuracy_level=args.int4_accuracy_level,
-        vision_precision=args.vision_precision,
-        trust_remote_code=args.trust_remote_code,
-        prune_prefill_logits=not args.full_prefill_logits,
-        overwrite=args.overwrite or args.validate_only,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py") -> int:
+    """``builder_qwen3vl.py`` / ``genai-qwen3vl export``."""
+    args = build_export_parser(prog).parse_args(argv)
     configure_logging(args.verbose)
     try:
-        from .pipeline import resolve_checkpoint, run
+        if args.validate_only:
+            return _validate_only(args)
+        from .export.cli import options_from_args
+        from .export.pipeline import run
 
         options = options_from_args(args)
-        if args.validate_only:
-            if not (options.output_dir / "genai_config.json").is_file():
-                raise OptionsError(f"--validate_only: {options.output_dir} holds no exported model (no genai_config.json)")
-            out = options.output_dir
-        else:
-            out = run(options)
-        if args.validate or args.validate_only:
+        out = run(options)
+        if args.validate:
+            from .export.checkpoint import resolve_checkpoint
+
             return _validate(out, resolve_checkpoint(options), options.precision)
     except Qwen3VLExportError as exc:
         if args.verbose:
@@ -134,18 +74,77 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _validate_only(args: argparse.Namespace) -> int:
+    from .export.checkpoint import resolve_checkpoint
+    from .export.options import ExportOptions
+    from .verify.validate import exported_target
+
+    out = args.output
+    if not (out / "genai_config.json").is_file():
+        raise OptionsError(f"--validate_only: {out} holds no exported model (no genai_config.json)")
+    target = exported_target(out)
+    if args.precision is not None and args.precision != target.precision:
+        raise OptionsError(f"--validate_only: -p {args.precision} given, but {out} holds a -p {target.precision} export")
+    options = ExportOptions(
+        output_dir=out,
+        precision=target.precision,
+        execution_provider=target.provider,
+        input_dir=args.input,
+        model_name=args.model_name,
+        cache_dir=args.cache_dir,
+        overwrite=True,
+    )
+    return _validate(out, resolve_checkpoint(options), target.precision)
+
+
 def _validate(out: Path, checkpoint: Path, precision: str) -> int:
-    from .validate import format_rows, validate_export
+    from .verify.validate import format_rows, summarize, validate_export
 
     logging.getLogger("genai_qwen3vl").info("validating %s against transformers ...", out)
-    rows = validate_export(out, checkpoint, precision)
+    rows = validate_export(out, checkpoint)
     print(format_rows(rows))
-    failed = [r for r in rows if not r.passed]
-    if failed:
-        print(f"validation FAILED: {len(failed)} of {len(rows)} checks exceed the tolerance", file=sys.stderr)
-        return 3
-    print(f"validation passed: {sum(r.max_diff is not None for r in rows)} checks within tolerance")
-    return 0
+    code, message = summarize(rows)
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``genai-qwen3vl COMMAND ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "export": ("export a checkpoint (the same as builder_qwen3vl.py)", export_main),
+        "chat": ("chat with an exported folder (images and videos)", _chat),
+        "demo": ("make a tiny random Qwen3-VL, export it, run it, check it against transformers", _demo),
+    }
+    if not argv or argv[0] not in commands:
+        parser = argparse.ArgumentParser(
+            prog=PROGRAM,
+            description="Qwen3-VL for stock onnxruntime-genai: export, chat, demo.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="commands:\n" + "\n".join(f"  {name:<8} {text}" for name, (text, _) in commands.items())
+            + f"\n\n'{PROGRAM} COMMAND --help' describes each.",
+        )
+        parser.add_argument("command", choices=list(commands))
+        parser.parse_args(argv[:1])  # prints the usage or the error and exits
+    name, rest = argv[0], argv[1:]
+    return commands[name][1](rest, prog=f"{PROGRAM} {name}")
+
+
+def _chat(argv: list[str], prog: str) -> int:
+    from .runtime.chat import main as chat_main
+
+    return chat_main(argv, prog=prog)
+
+
+def _demo(argv: list[str], prog: str) -> int:
+    from .verify.demo import main as demo_main
+
+    return demo_main(argv, prog=prog)
+
+
+def builder_console() -> int:
+    """The ``genai-qwen3vl-builder`` console script."""
+    return export_main(prog="genai-qwen3vl-builder")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,32 @@
-"""Keeping the exporters' own console output out of the user's way."""
+"""Keeping the libraries' own console output out of the user's way."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import sys
 from typing import Iterator
 
 log = logging.getLogger("genai_qwen3vl")
 
-# libraries whose INFO/WARNING chatter (exporter passes, weight loading) is not for the user
-NOISY_LOGGERS = ("transformers", "torch", "onnxscript", "onnx_ir", "huggingface_hub", "httpx")
+# libraries whose notes (exporter passes, weight loading, quantizer progress) are not for the user
+NOISY_LOGGERS = ("transformers", "torch", "onnxscript", "onnx_ir", "onnxruntime", "huggingface_hub", "httpx")
 
 
 def configure_logging(verbose: bool) -> None:
-    """The command line's logging: our progress at INFO (DEBUG with --verbose), libraries quiet
-    unless --verbose. Stage processes call it too, so they print the same way."""
-    import sys
-
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    if not verbose:
-        for name in NOISY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    """The command lines' logging: our progress at INFO (DEBUG with --verbose); every library
+    at WARNING and the chattiest of them (transformers, torch.onnx, onnxruntime's quantizer,
+    huggingface_hub, ...) at ERROR; with --verbose everything at DEBUG. Stage processes call it
+    too, so they print the same way."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 @contextlib.contextmanager

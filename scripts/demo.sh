@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m genai_qwen3vl.demo "$@"
+genai-qwen3vl demo "$@"

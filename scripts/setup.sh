@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install the project with its test extras. Idempotent.
+# Create .venv (once) and install the project with everything: the runtime, the export and verify
+# extras and the test tools. Idempotent: reinstalls only when setup.py or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -7,10 +8,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 . .venv/bin/activate
+stamp=.venv/.genai_qwen3vl-installed
+want="$(cat setup.py pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && python -c "import genai_qwen3vl" 2>/dev/null; then
+  exit 0
+fi
+echo "setting up .venv (first run: several minutes; torch alone is about 5.5 GB with its CUDA libraries)" >&2
 python -m pip install --quiet --upgrade pip
 # A pinned torch/torchvision pair: transformers' Qwen3-VL processor needs torchvision, and an
 # unpinned `pip install torch` may pull a different multi-GB build.
 if ! python -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1') and torchvision.__version__.startswith('0.29.1')" 2>/dev/null; then
   python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
-python -m pip install --quiet -e ".[test]"
+# setuptools' notice about editable installs is information, not a warning for the user
+PYTHONWARNINGS="ignore::UserWarning" python -m pip install --quiet -e ".[test,bench]"
+echo "$want" > "$stamp"

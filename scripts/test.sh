@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite (tiny random Qwen3-VL models, real og, ORT and transformers).
+# Set up, lint, then run the test suite (tiny random Qwen3-VL models, real og, ORT and transformers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
+ruff check .
 set +e
 python -m pytest tests "$@"
 rc=$?

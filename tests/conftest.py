@@ -1,5 +1,6 @@
-"""Session fixtures: tiny random Qwen3-VL checkpoints (seeded, awkward dimensions), their
-exports through the real command line, transformers references, and generated pictures."""
+"""Session fixtures: tiny random Qwen3-VL checkpoints (seeded, awkward dimensions), their exports
+through the real command line, transformers references, and generated pictures; the markers;
+the record of which parity tests passed, which the guard test (run last) reads."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from genai_qwen3vl.tiny import PRESETS, make_picture, make_tiny_checkpoint
+from genai_qwen3vl.model.precisions import Target
+from genai_qwen3vl.testing.media import make_picture
+from genai_qwen3vl.testing.tiny import PRESETS, make_tiny_checkpoint
 
-# Presets every parity test runs on (see genai_qwen3vl/tiny.py for their dimensions).
+# Presets every CPU parity test runs on (see genai_qwen3vl/testing/tiny.py for their dimensions).
 ALL_PRESETS = tuple(PRESETS)
 
-
 _PARITY_RESULTS: list[tuple[str, str]] = []
+# (artifact, target flags, preset) of every parity test that passed in this session
+PASSED_PARITY: set[tuple[str, tuple[str, ...], str]] = set()
+GUARD_TEST = "test_every_artifact_target_and_preset_has_a_passing_parity_test"
 
 
 @pytest.fixture
@@ -34,10 +39,57 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{name}: {text}")
 
 
+def cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers")
+    config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers (params: target, preset)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
-    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped where there is none)")
+    config.addinivalue_line("markers", "cuda: needs onnxruntime's CUDA provider and a CUDA device (skipped where there is none)")
+    config.addinivalue_line(
+        "markers",
+        "og_behaviour(version, what): documents what onnxruntime-genai `version` does (often a bug); "
+        "fails, with that note, once og changes it",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = None if cuda_available() else pytest.mark.skip(reason="needs onnxruntime's CUDA provider and a CUDA device")
+    for item in items:
+        if skip_cuda is not None and "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
+    # the guard reads what the other tests did: it runs last
+    items.sort(key=lambda item: item.name == GUARD_TEST)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call":
+        return
+    if report.passed:
+        params = getattr(item, "callspec", None)
+        params = params.params if params else {}
+        target = params.get("target")
+        on_device = item.get_closest_marker("cuda") is not None
+        for mark in item.iter_markers("parity"):
+            artifact = mark.kwargs["artifact"]
+            # counts only where the artifact really ran (a bf16 decoder does not on a CPU)
+            if isinstance(target, Target) and (on_device or artifact in target.cpu_checkable):
+                PASSED_PARITY.add((artifact, target.flags, params.get("preset", "(any)")))
+    elif report.failed:
+        for mark in item.iter_markers("og_behaviour"):
+            report.sections.append(
+                (
+                    "onnxruntime-genai behaviour",
+                    f"This test documents onnxruntime-genai {mark.kwargs['version']}: {mark.kwargs['what']}. "
+                    "If og changed it, update the README's known limits and this test.",
+                )
+            )
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +108,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, checkpoints):
     """(preset, command-line flags) -> output folder written by the command line (default -p fp32 -e cpu)."""
-    from genai_qwen3vl.cli import main
+    from genai_qwen3vl.cli import export_main
 
     cache: dict[tuple, Path] = {}
 
@@ -65,7 +117,7 @@ def exported(tmp_path_factory, checkpoints):
         key = (preset, flags)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"out_{preset}") / "model"
-            rc = main(["-i", str(checkpoints(preset)), "-o", str(out), *flags])
+            rc = export_main(["-i", str(checkpoints(preset)), "-o", str(out), *flags])
             assert rc == 0, f"export of {preset} {' '.join(flags)} failed with exit code {rc}"
             cache[key] = out
         return cache[key]
@@ -76,7 +128,7 @@ def exported(tmp_path_factory, checkpoints):
 @pytest.fixture(scope="session")
 def reference(checkpoints):
     """preset name -> transformers Reference (model fp32 eager, PIL image processor)."""
-    from genai_qwen3vl.parity import Reference
+    from genai_qwen3vl.verify.reference import Reference
 
     cache: dict = {}
 
@@ -90,7 +142,7 @@ def reference(checkpoints):
 
 @pytest.fixture(scope="session")
 def image_file(tmp_path_factory):
-    """(height, width, seed) -> PNG path of ``picture``."""
+    """(height, width, seed) -> PNG path of ``make_picture``."""
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("images")
@@ -102,33 +154,3 @@ def image_file(tmp_path_factory):
         return path
 
     return get
-
-
-# Short generation cases shared by the precision tests: (messages, pictures as (h, w, seed)).
-SHORT_CASES = {
-    "text_only": ([{"role": "user", "content": [{"type": "text", "text": "Write a poem."}]}], []),
-    "one_image": ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}], [(96, 128, 1)]),
-    "two_images": (
-        [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]}],
-        [(96, 128, 2), (64, 200, 3)],
-    ),
-}
-
-
-def check_generation_case(out, hf_reference, case: str, precision: str, record, what: str) -> None:
-    """Greedy generation through og (our processor) against ``hf_reference`` on a SHORT_CASES
-    case, asserted against the precision's tolerances."""
-    from PIL import Image
-
-    from genai_qwen3vl.parity import assert_generation_parity, compare_generations, hf_generate, og_generate
-    from genai_qwen3vl.tolerances import tolerance
-
-    messages, specs = SHORT_CASES[case]
-    images = [make_picture(h, w, s) for h, w, s in specs]
-    prompt = hf_reference.processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = tolerance(precision)
-    ours = og_generate(out, prompt, images, tol.token_steps, processor="ours")
-    theirs = hf_generate(hf_reference, prompt, [Image.fromarray(x) for x in images], tol.token_steps)
-    cmp = compare_generations(ours, theirs)
-    record(cmp.summary())
-    assert_generation_parity(cmp, tol.end_to_end, tol.token_steps, what)

@@ -1,0 +1,101 @@
+"""The export's command-line options, in the style of og's builder:
+
+    (-m HUB_ID | -i LOCAL_DIR) -o OUT_DIR -p PRECISION -e EP [--cache_dir DIR] ...
+
+``genai_qwen3vl.cli`` builds the command (``builder_qwen3vl.py``, ``genai-qwen3vl export``)
+from these and adds ``--validate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..model.precisions import (
+    DEFAULT_INT4_BLOCK_SIZE,
+    EXECUTION_PROVIDERS,
+    FLOAT_DTYPES,
+    INT4_ACCURACY_LEVELS,
+    INT4_BLOCK_SIZES,
+    PRECISIONS,
+)
+from .options import DEFAULT_MAX_LENGTH, ExportOptions
+
+DESCRIPTION = (
+    "Export a Hugging Face Qwen3-VL checkpoint to a folder that stock onnxruntime-genai runs "
+    "(vision.onnx, embedding.onnx, model.onnx with DeepStack, genai_config.json, processor_config.json, tokenizer)."
+)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-m", "--model_name", help="Hugging Face hub id, e.g. Qwen/Qwen3-VL-2B-Instruct")
+    source.add_argument("-i", "--input", type=Path, help="local Hugging Face checkpoint folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created; must be empty)")
+    parser.add_argument(
+        "-p",
+        "--precision",
+        default=None,
+        choices=list(PRECISIONS),
+        help="weight precision (default fp32; with --validate_only: the folder's)",
+    )
+    parser.add_argument(
+        "-e", "--execution_provider", default="cpu", choices=EXECUTION_PROVIDERS, help="target execution provider (default cpu)"
+    )
+    parser.add_argument("-c", "--cache_dir", type=Path, default=None, help="download cache for -m (default: huggingface_hub's)")
+    parser.add_argument(
+        "--max_length",
+        type=int,
+        default=DEFAULT_MAX_LENGTH,
+        help=f"default search max_length in genai_config.json (prompt + answer tokens; default {DEFAULT_MAX_LENGTH})",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--int4_block_size",
+        type=int,
+        default=DEFAULT_INT4_BLOCK_SIZE,
+        choices=INT4_BLOCK_SIZES,
+        help=f"-p int4: quantization block size (default {DEFAULT_INT4_BLOCK_SIZE})",
+    )
+    parser.add_argument(
+        "--int4_accuracy_level",
+        type=int,
+        default=None,
+        choices=INT4_ACCURACY_LEVELS,
+        help="-p int4: MatMulNBits accuracy_level; 1 = fp32 activations (most accurate), 4 = int8 activations "
+        "(fastest on CPU; the CPU default), 0 = the provider's choice (the CUDA default)",
+    )
+    parser.add_argument(
+        "--vision_precision",
+        default=None,
+        choices=FLOAT_DTYPES,
+        help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
+    )
+    parser.add_argument(
+        "--full_prefill_logits",
+        action="store_true",
+        help="keep og's LM head over every prompt position (default: the last position only, as og samples from it)",
+    )
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="let og's builder run code shipped with the checkpoint (never needed for Qwen3-VL; off by default)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(
+        output_dir=args.output,
+        precision=args.precision or "fp32",
+        execution_provider=args.execution_provider,
+        input_dir=args.input,
+        model_name=args.model_name,
+        cache_dir=args.cache_dir,
+        max_length=args.max_length,
+        int4_block_size=args.int4_block_size,
+        int4_accuracy_level=args.int4_accuracy_level,
+        vision_precision=args.vision_precision,
+        trust_remote_code=args.trust_remote_code,
+        prune_prefill_logits=not args.full_prefill_logits,
+        overwrite=args.overwrite,
+    )

@@ -1,0 +1,53 @@
+"""The text decoder, ``model.onnx``: og's builder (through our builder class), then the graph
+changes: DeepStack (``deepstack.py``) and, by default, trimmed prefill logits (``trim_logits.py``).
+
+int4 on CPU: og's builder writes the fp32 decoder (it streams the weights to disk) and
+``quantize.quantize_int4`` turns it into og's int4 graph one weight at a time, instead of og's
+own quantization pass, which holds the whole fp32 model in memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+
+from ..errors import Qwen3VLExportError
+from ..model.spec import Qwen3VLSpec
+from .deepstack import add_deepstack
+from .og_builder import og_builder_options, run_og_builder, text_only_view
+from .options import ExportOptions
+from .trim_logits import prune_prefill_logits
+
+
+def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_dir: Path, options: ExportOptions) -> Path:
+    """Write ``model.onnx`` (+ ``.data``) into ``out_dir``; ``work_dir`` holds og's intermediate files."""
+    target = options.target
+    view = text_only_view(checkpoint_dir, work_dir)
+    og_options = og_builder_options(options)
+    if target.streaming_int4:
+        og_precision, og_extra = "fp32", {k: v for k, v in og_options.items() if k == "hf_remote"}
+    else:
+        og_precision, og_extra = options.precision, og_options
+    og_dir = run_og_builder(view, work_dir, og_precision, options.execution_provider, og_extra, spec.arch)
+    src = og_dir / "model.onnx"
+    if not src.is_file():
+        raise Qwen3VLExportError(f"onnxruntime-genai's builder wrote no {src.name} into {og_dir}")
+    if target.streaming_int4:
+        from .quantize import quantize_int4
+
+        quantized = Path(work_dir) / "int4" / "model.onnx"
+        quantize_int4(src, quantized, options.int4_block_size, options.accuracy_level)
+        shutil.rmtree(og_dir)
+        src, og_dir = quantized, quantized.parent
+    model = onnx.load(str(src), load_external_data=False)
+    add_deepstack(model, spec)
+    if options.prune_prefill_logits:
+        prune_prefill_logits(model)
+    dst = Path(out_dir) / "model.onnx"
+    onnx.save(model, str(dst))
+    data = og_dir / "model.onnx.data"
+    if data.is_file():
+        shutil.move(str(data), str(Path(out_dir) / data.name))
+    return dst

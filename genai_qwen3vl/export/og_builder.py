@@ -1,0 +1,120 @@
+"""The adapter to onnxruntime-genai's model builder: the only module that imports it and the only
+place that knows its ``extra_options`` keys.
+
+og's ``create_model`` picks the builder class for a checkpoint by its architecture. For the
+export it picks ours: a subclass of og's class for the architecture (``Architecture.
+og_builder_class``), installed in og's dispatch only for the duration of the call. Ours changes
+what og gets wrong for Qwen-VL decoders:
+
+* where GroupQueryAttention is not available (fp32 on CUDA) og's builder falls back to its
+  packed ``Attention`` op, whose Qwen-VL path writes no KV cache: the graph declares
+  ``present.*`` outputs nothing produces and onnxruntime refuses to load it. Ours falls back to
+  ``MultiHeadAttention`` instead, which keeps the cache (og then runs it without a shared
+  past/present buffer, see ``Target.attention_op``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import Qwen3VLExportError
+from ..logs import captured_output
+from ..model.architectures import Architecture
+from .page_release import released_file_pages
+
+OG_BUILDER = "onnxruntime_genai.models.builder"
+
+
+def og_builder_options(options) -> dict[str, str]:
+    """Our typed options as og's builder ``extra_options``."""
+    extra: dict[str, str] = {"hf_remote": "true" if options.trust_remote_code else "false"}
+    if options.accuracy_level is not None:
+        extra["block_size"] = str(options.int4_block_size)
+        extra["accuracy_level"] = str(options.accuracy_level)
+    return extra
+
+
+def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
+    """A view of the checkpoint (links to its files) whose config has no vision blocks, so that
+    og's builder, which loads the whole model class, does not also hold the vision tower in
+    memory. The text config is untouched."""
+    view = Path(work_dir) / "text_only_checkpoint"
+    view.mkdir(parents=True, exist_ok=True)
+    for item in Path(checkpoint_dir).iterdir():
+        if item.name != "config.json" and item.is_file():
+            (view / item.name).symlink_to(item.resolve())
+    config = json.loads((Path(checkpoint_dir) / "config.json").read_text(encoding="utf-8"))
+    config["vision_config"] = {**config.get("vision_config", {}), "depth": 0, "deepstack_visual_indexes": []}
+    (view / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return view
+
+
+@functools.cache
+def builder_class(arch: Architecture) -> type:
+    """Our decoder builder class for ``arch``: og's class for it, with the changes above."""
+    importlib.import_module(OG_BUILDER)  # puts og's `builders` package on sys.path
+    base = getattr(importlib.import_module(arch.og_builder_module), arch.og_builder_class)
+
+    class DecoderBuilder(base):
+        def is_packed_attn_supported(self) -> bool:
+            return False
+
+    DecoderBuilder.__name__ = DecoderBuilder.__qualname__ = f"GenaiQwen3VL{arch.og_builder_class}"
+    return DecoderBuilder
+
+
+@contextlib.contextmanager
+def _dispatching_to(arch: Architecture) -> Iterator[None]:
+    """og's create_model instantiates our builder class for ``arch`` within the scope."""
+    module = sys.modules[OG_BUILDER]
+    original = getattr(module, arch.og_builder_class)
+    setattr(module, arch.og_builder_class, builder_class(arch))
+    try:
+        yield
+    finally:
+        setattr(module, arch.og_builder_class, original)
+
+
+def run_og_builder(
+    checkpoint_dir: Path,
+    work_dir: Path,
+    precision: str,
+    execution_provider: str,
+    extra: dict[str, str],
+    arch: Architecture | None = None,
+) -> Path:
+    """Run og's ``create_model`` with ``exclude_embeds`` into ``work_dir/og``; returns that folder.
+    With ``arch``, og builds with our builder class for it; without, with og's own.
+
+    og's builder prints progress bars and notes on stdout/stderr and logs its quantizer's
+    progress; all of it goes to the debug log (``--verbose``).
+    """
+    og = importlib.import_module(OG_BUILDER)
+    from transformers.utils import logging as hf_logging
+
+    out = Path(work_dir) / "og"
+    cache = Path(work_dir) / "og_cache"
+    options = {"exclude_embeds": "true", "filename": "model.onnx", **extra}
+    kv = [f"{k}={v}" for k, v in options.items()]
+    verbosity = hf_logging.get_verbosity()
+    # the text-only view leaves the vision weights unused; transformers reports that loudly
+    hf_logging.set_verbosity_error()
+    weights = [p.resolve() for p in Path(checkpoint_dir).glob("*.safetensors")]
+    dispatch = _dispatching_to(arch) if arch is not None else contextlib.nullcontext()
+    try:
+        with captured_output("onnxruntime-genai builder"), released_file_pages(weights), dispatch:
+            parsed = og.parse_extra_options(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv)
+            og.create_model(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), **parsed)
+    except Exception as exc:  # whatever og's builder raised, reported as its failure, with its type and text
+        raise Qwen3VLExportError(f"onnxruntime-genai's builder failed on the text decoder: {type(exc).__name__}: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        shutil.rmtree(cache, ignore_errors=True)
+    return out

@@ -1,0 +1,85 @@
+"""Typed, frozen export options (what the command line asked for)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import OptionsError
+from ..model.precisions import (
+    DEFAULT_INT4_BLOCK_SIZE,
+    FLOAT_DTYPES,
+    INT4_ACCURACY_LEVELS,
+    INT4_BLOCK_SIZES,
+    Target,
+    target,
+)
+
+DEFAULT_MAX_LENGTH = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    output_dir: Path
+    precision: str = "fp32"
+    execution_provider: str = "cpu"
+    input_dir: Path | None = None
+    model_name: str | None = None
+    cache_dir: Path | None = None
+    # og's default max_length follows the 262144 context and then pre-allocates the whole KV
+    # cache; the emitted search.max_length is this instead.
+    max_length: int = DEFAULT_MAX_LENGTH
+    overwrite: bool = False
+    # int4 (MatMulNBits) weight-only quantization of the decoder
+    int4_block_size: int = DEFAULT_INT4_BLOCK_SIZE
+    # MatMulNBits accuracy_level: 1 fp32 activations, 4 int8 activations; None = the target's default
+    int4_accuracy_level: int | None = None
+    # dtype of the vision and embedding graphs' weights; None = the target's default
+    vision_precision: str | None = None
+    # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
+    trust_remote_code: bool = False
+    # logits for the last prompt position only (og reads them as "trimmed prefill logits")
+    prune_prefill_logits: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.input_dir is None) == (self.model_name is None):
+            raise OptionsError("give exactly one of -m HUB_ID or -i LOCAL_DIR")
+        try:
+            record = target(self.precision, self.execution_provider)
+        except ValueError as exc:
+            raise OptionsError(str(exc)) from None
+        if self.max_length < 16:
+            raise OptionsError(f"--max_length {self.max_length} is too small; give at least 16")
+        if self.int4_block_size not in INT4_BLOCK_SIZES:
+            raise OptionsError(f"--int4_block_size {self.int4_block_size} is invalid; choose one of {INT4_BLOCK_SIZES}")
+        if self.int4_accuracy_level is not None and self.int4_accuracy_level not in INT4_ACCURACY_LEVELS:
+            raise OptionsError(f"--int4_accuracy_level {self.int4_accuracy_level} is invalid; choose one of {INT4_ACCURACY_LEVELS}")
+        if not record.quantized and (self.int4_accuracy_level is not None or self.int4_block_size != DEFAULT_INT4_BLOCK_SIZE):
+            raise OptionsError("--int4_block_size and --int4_accuracy_level apply only to -p int4")
+        if self.vision_precision is not None:
+            if self.vision_precision not in FLOAT_DTYPES:
+                raise OptionsError(f"--vision_precision {self.vision_precision} is invalid; choose one of {FLOAT_DTYPES}")
+            if self.execution_provider == "cpu" and self.vision_precision != "fp32":
+                raise OptionsError(f"--vision_precision {self.vision_precision} needs -e cuda; on CPU vision runs in fp32")
+
+    @property
+    def target(self) -> Target:
+        """The precision record of ``-p`` / ``-e``."""
+        return target(self.precision, self.execution_provider)
+
+    @property
+    def io_dtype(self) -> str:
+        """The float type between the graphs (og's builder's decoder input/output dtype)."""
+        return self.target.io_dtype
+
+    @property
+    def vision_dtype(self) -> str:
+        """The dtype the vision and embedding graphs compute in."""
+        return self.vision_precision or self.target.vision_dtype
+
+    @property
+    def accuracy_level(self) -> int | None:
+        """MatMulNBits accuracy_level for -p int4; None for the float precisions."""
+        if not self.target.quantized:
+            return None
+        return self.int4_accuracy_level if self.int4_accuracy_level is not None else self.target.accuracy_level

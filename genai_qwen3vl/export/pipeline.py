@@ -1,0 +1,156 @@
+"""The export, stage by stage: load -> vision -> embedding -> decoder -> configs -> publish.
+
+Everything is written into a temporary folder beside the output and published with one
+rename at the end, so an interrupted run never leaves a half-written model at the output path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import OptionsError
+from ..model import io_contract
+from ..model.spec import Qwen3VLSpec
+from . import configs
+from .checkpoint import copy_checkpoint_files, resolve_checkpoint, write_json
+from .graph_check import check_graph
+from .options import ExportOptions
+from .stage_process import run_stage
+from .weights import verify_weights
+
+log = logging.getLogger("genai_qwen3vl")
+
+STAGING_PREFIX = ".genai_qwen3vl-staging-"
+
+
+@contextlib.contextmanager
+def stage(index: int, total: int, name: str) -> Iterator[None]:
+    log.info("[%d/%d] %s ...", index, total, name)
+    start = time.perf_counter()
+    yield
+    log.info("[%d/%d] %s done in %.1f s", index, total, name, time.perf_counter() - start)
+
+
+def _check_output(options: ExportOptions) -> Path:
+    out = Path(options.output_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise OptionsError(f"output path {out} is a file; give -o a folder")
+    if out.is_dir() and any(out.iterdir()) and not options.overwrite:
+        raise OptionsError(f"output folder {out} is not empty; choose another -o or pass --overwrite")
+    return out
+
+
+def _clean_stale_staging(parent: Path) -> None:
+    """Remove staging folders left by runs that were killed (their pid no longer exists)."""
+    for path in parent.glob(STAGING_PREFIX + "*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Stages run in their own process when the checkpoint is at least this large (bytes of
+# safetensors), so that each stage's memory goes back to the system before the next starts:
+# peak memory is the largest stage's, not their sum.
+ISOLATE_ABOVE_BYTES = 1 << 30
+
+
+def _vision_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+    from .torch_export import torch_dtype
+    from .vision import build_vision_model, export_vision
+
+    export_vision(build_vision_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+
+
+def _embedding_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+    from .embedding import build_embedding_model, export_embedding
+    from .torch_export import torch_dtype
+
+    export_embedding(build_embedding_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+
+
+def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: ExportOptions) -> None:
+    from .decoder import build_decoder
+
+    work = out / ".work"
+    try:
+        build_decoder(checkpoint, spec, work, out, options)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(options: ExportOptions) -> Path:
+    """Export a checkpoint; returns the published output folder."""
+    out = _check_output(options)
+    total = 6
+    with stage(1, total, "load checkpoint"):
+        checkpoint = resolve_checkpoint(options)
+        spec = Qwen3VLSpec.from_checkpoint(checkpoint)
+        weight_bytes = verify_weights(checkpoint)
+        log.info(
+            "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
+            spec.architecture,
+            spec.text.num_hidden_layers,
+            spec.text.hidden_size,
+            spec.vision.depth,
+            list(spec.vision.deepstack_visual_indexes),
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_staging(out.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))
+    # the pid suffix lets a later run tell a killed run's leftovers from a live one's
+    staging = staging.rename(staging.with_name(f"{staging.name}-{os.getpid()}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    forced = os.environ.get("GENAI_QWEN3VL_ISOLATE_STAGES", "auto")
+    isolate = forced == "1" or (forced != "0" and weight_bytes >= ISOLATE_ABOVE_BYTES)
+    try:
+        weights, io = options.vision_dtype, options.io_dtype
+        with stage(2, total, f"vision ({weights})"):
+            run_stage(isolate, _vision_stage, checkpoint, spec, staging, weights, io)
+        with stage(3, total, f"embedding ({weights})"):
+            run_stage(isolate, _embedding_stage, checkpoint, spec, staging, weights, io)
+        with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)"):
+            run_stage(isolate, _decoder_stage, checkpoint, spec, staging, options)
+        with stage(5, total, "configs"):
+            write_json(staging / "genai_config.json", configs.genai_config(spec, options))
+            write_json(staging / "processor_config.json", configs.processor_config(spec))
+            copy_checkpoint_files(checkpoint, staging)
+        with stage(6, total, "check graphs and publish"):
+            for contract in io_contract.GRAPHS.values():
+                check_graph(staging / contract.filename, contract, spec, options.target)
+            _publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("wrote %s", out)
+    return out
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Replace ``out`` with ``staging`` by renames (the old folder is removed only afterwards)."""
+    if out.exists():
+        old = out.with_name(f"{STAGING_PREFIX}old-{out.name}-{os.getpid()}")
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)

@@ -1,0 +1,209 @@
+"""Multi-turn chat with an exported Qwen3-VL through stock onnxruntime-genai, in the style of og's
+``model-mm.py`` sample: images and videos by path, tokens streamed as they come.
+
+    genai-qwen3vl chat -m OUT_DIR                                          # interactive
+    genai-qwen3vl chat -m OUT_DIR --image a.jpg --video v.mp4 -p "What happens?"   # one shot
+
+(also ``python -m genai_qwen3vl.runtime.chat`` and ``examples/chat.py``). Needs no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DESCRIPTION = "Chat with a Qwen3-VL folder written by builder_qwen3vl.py, through stock onnxruntime-genai."
+EPILOG = """examples:
+  %(prog)s -m qwen3vl-2b-cpu                                   interactive, multi-turn
+  %(prog)s -m qwen3vl-2b-cpu --image cat.jpg -p "What is this?"  one question, then exit
+  %(prog)s -m qwen3vl-2b-cpu --video clip.mp4 -p "What happens?"
+
+--processor ours (the default) prepares images and videos exactly as transformers does;
+--processor stock uses onnxruntime-genai's own processor (images only; some image sizes get
+another patch grid than in transformers, see the README)."""
+
+
+class ChatError(ValueError):
+    """A turn that cannot be answered; the conversation so far is kept."""
+
+
+def _split_paths(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+class ChatSession:
+    """The conversation so far, and how to turn it into og inputs."""
+
+    def __init__(self, model_dir: Path, processor: str, system: str | None):
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model_dir = Path(model_dir)
+        self.model = og.Model(str(self.model_dir))
+        self.tokenizer = og.Tokenizer(self.model)
+        self.kind = processor
+        if processor == "ours":
+            from .processor import Qwen3VLProcessor
+
+            self.ours = Qwen3VLProcessor(self.model_dir)
+        else:
+            self.stock = self.model.create_multimodal_processor()
+        self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
+        self.images: list[str] = []
+        self.videos: list[str] = []
+        self.search = json.loads((self.model_dir / "genai_config.json").read_text())["search"]
+
+    def _prompt(self) -> str:
+        if self.kind == "ours":
+            return self.ours.apply_chat_template(self.messages, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(json.dumps(self.messages), add_generation_prompt=True)
+
+    def inputs(self, images: list[str], videos: list[str], text: str, max_length: int):
+        """og inputs for the conversation with this turn added; a ChatError (the turn not
+        added) when a file is missing or the prompt leaves no room for an answer."""
+        for path in images + videos:
+            if not Path(path).is_file():
+                raise ChatError(f"{path} does not exist")
+        if videos and self.kind != "ours":
+            raise ChatError("og's stock processor takes no videos for Qwen3-VL; use --processor ours")
+        content = [{"type": "image", "image": p} for p in images] + [{"type": "video", "video": p} for p in videos]
+        self.messages.append({"role": "user", "content": content + [{"type": "text", "text": text}]})
+        all_images, all_videos = self.images + images, self.videos + videos
+        try:
+            prompt = self._prompt()
+            if self.kind == "ours":
+                # the template writes images and videos in message order; ours takes each kind in order
+                inputs = self.ours(prompt, images=all_images, videos=all_videos)
+            else:
+                inputs = self.stock(prompt, images=self.og.Images.open(*all_images) if all_images else None)
+            length = int(inputs["input_ids"].shape()[-1])
+            if length >= max_length:
+                raise ChatError(
+                    f"the conversation is {length} tokens, which leaves no room for an answer within max_length {max_length}; "
+                    "raise --max_length or start a new chat"
+                )
+        except ValueError:
+            self.messages.pop()
+            raise
+        self.images, self.videos = all_images, all_videos
+        return inputs
+
+    def reply(self, inputs, options: dict, out=sys.stdout) -> tuple[str, dict]:
+        """Stream the answer to ``out``; returns it and its timings (prefill = the first token)."""
+        start = time.perf_counter()
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(**options)
+        generator = self.og.Generator(self.model, params)
+        generator.set_inputs(inputs)
+        stream = self.tokenizer.create_stream()
+        pieces, first = [], None
+        while not generator.is_done():
+            generator.generate_next_token()
+            if first is None:
+                first = time.perf_counter()
+            piece = stream.decode(generator.get_next_tokens()[0])
+            pieces.append(piece)
+            out.write(piece)
+            out.flush()
+        out.write("\n")
+        end = time.perf_counter()
+        answer = "".join(pieces)
+        self.messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        decode = end - (first or end)
+        timings = {
+            "prompt_tokens": int(inputs["input_ids"].shape()[-1]),
+            "prefill_s": (first or end) - start,
+            "tokens": len(pieces),
+            "decode_tokens_per_s": (len(pieces) - 1) / decode if len(pieces) > 1 and decode > 0 else 0.0,
+            "total_s": end - start,
+        }
+        return answer, timings
+
+
+def build_parser(prog: str = "genai-qwen3vl chat") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-m", "--model", type=Path, required=True, help="folder written by builder_qwen3vl.py")
+    parser.add_argument("--processor", choices=("ours", "stock"), default="ours", help="input preparation (default: ours)")
+    parser.add_argument("--image", action="append", default=[], help="image path (repeatable); one-shot mode")
+    parser.add_argument("--video", action="append", default=[], help="video path (repeatable); one-shot mode")
+    parser.add_argument("-p", "--prompt", help="the question; given, the chat answers once and exits")
+    parser.add_argument("--system", help="system prompt")
+    parser.add_argument("--max_length", type=int, help="prompt + answer tokens (default: genai_config.json)")
+    sampling = parser.add_mutually_exclusive_group()
+    sampling.add_argument("--greedy", action="store_true", help="greedy decoding")
+    sampling.add_argument("--do_sample", action="store_true", help="sample (default: genai_config.json's do_sample)")
+    parser.add_argument("--temperature", type=float, help="default: genai_config.json (from generation_config.json)")
+    parser.add_argument("--top_p", type=float, help="default: genai_config.json")
+    parser.add_argument("--top_k", type=int, help="default: genai_config.json")
+    parser.add_argument("--repetition_penalty", type=float, help="default: genai_config.json")
+    parser.add_argument(
+        "--timings", action="store_true", help="after each answer: prompt tokens, prefill time (to the first token), decode tokens/s"
+    )
+    return parser
+
+
+def search_options(args: argparse.Namespace, defaults: dict) -> dict:
+    """The checkpoint's search defaults (genai_config.json), overridden by the flags given."""
+    options = {k: defaults[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_length") if k in defaults}
+    if args.greedy:
+        options["do_sample"] = False
+    if args.do_sample:
+        options["do_sample"] = True
+    for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_length"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    return options
+
+
+def _turn(session: ChatSession, images, videos, text, options, timings: bool) -> None:
+    inputs = session.inputs(images, videos, text, options["max_length"])
+    print("Assistant: ", end="", flush=True)
+    _, measured = session.reply(inputs, options)
+    if timings:
+        print(
+            f"[{measured['prompt_tokens']} prompt tokens, prefill {measured['prefill_s']:.2f} s, "
+            f"{measured['tokens']} tokens at {measured['decode_tokens_per_s']:.1f} tokens/s, total {measured['total_s']:.2f} s]"
+        )
+
+
+def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        session = ChatSession(args.model, args.processor, args.system)
+    except (RuntimeError, ValueError, OSError) as exc:  # og raises RuntimeError for folders it cannot load
+        print(f"error: cannot load {args.model}: {exc}", file=sys.stderr)
+        return 2
+    options = search_options(args, session.search)
+    options.setdefault("max_length", 2048)
+    if args.prompt is not None:
+        try:
+            _turn(session, args.image, args.video, args.prompt, options, args.timings)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    print(f"Chatting with {args.model} ({args.processor} processor). Empty prompt or Ctrl-D quits.")
+    while True:
+        try:
+            images = _split_paths(input("Image paths (comma separated; empty for none): "))
+            videos = _split_paths(input("Video paths (comma separated; empty for none): ")) if args.processor == "ours" else []
+            text = input("Prompt: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not text:
+            return 0
+        try:
+            _turn(session, images, videos, text, options, args.timings)
+        except ValueError as exc:
+            print(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m genai_qwen3vl.runtime.chat"))

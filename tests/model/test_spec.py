@@ -1,0 +1,153 @@
+"""The spec parses a checkpoint exactly as transformers does, and rejects inconsistent ones."""
+
+import json
+import shutil
+
+import pytest
+
+from genai_qwen3vl.errors import CheckpointError
+from genai_qwen3vl.model.spec import Qwen3VLSpec
+
+from ..conftest import ALL_PRESETS
+
+
+@pytest.mark.parametrize("preset", ALL_PRESETS)
+def test_spec_equals_transformers_parsing(preset, checkpoints):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    ckpt = checkpoints(preset)
+    spec = Qwen3VLSpec.from_checkpoint(ckpt)
+    cfg = AutoConfig.from_pretrained(ckpt)
+    t, v = cfg.text_config, cfg.vision_config
+    assert spec.text.hidden_size == t.hidden_size
+    assert spec.text.num_hidden_layers == t.num_hidden_layers
+    assert spec.text.num_attention_heads == t.num_attention_heads
+    assert spec.text.num_key_value_heads == t.num_key_value_heads
+    assert spec.text.head_dim == t.head_dim
+    assert spec.text.vocab_size == t.vocab_size
+    assert list(spec.text.mrope_section) == list(t.rope_parameters["mrope_section"])
+    assert spec.text.rope_theta == t.rope_parameters["rope_theta"]
+    assert spec.vision.depth == v.depth and spec.vision.hidden_size == v.hidden_size
+    assert list(spec.vision.deepstack_visual_indexes) == list(v.deepstack_visual_indexes)
+    assert spec.vision.num_position_embeddings == v.num_position_embeddings
+    assert spec.tokens.image_token_id == cfg.image_token_id
+    assert spec.tokens.video_token_id == cfg.video_token_id
+    assert spec.tokens.vision_start_token_id == cfg.vision_start_token_id
+    assert spec.tie_word_embeddings == cfg.tie_word_embeddings
+    ip = AutoImageProcessor.from_pretrained(ckpt)
+    assert (spec.image_processor.min_pixels, spec.image_processor.max_pixels) == (ip.size["shortest_edge"], ip.size["longest_edge"])
+    assert list(spec.image_processor.image_mean) == list(ip.image_mean)
+    assert list(spec.image_processor.image_std) == list(ip.image_std)
+    assert spec.feature_width == (1 + len(v.deepstack_visual_indexes)) * t.hidden_size
+
+
+def _edited(tmp_path, src, edit):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(src, ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    edit(cfg)
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    return ckpt
+
+
+def _rope(cfg):
+    text = cfg["text_config"]
+    return text.get("rope_parameters") or text["rope_scaling"]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: _rope(c).update(mrope_section=[3, 3, 3]), "sum(mrope_section)"),
+        (lambda c: c["vision_config"].update(deepstack_visual_indexes=[0, 9]), "deepstack_visual_indexes"),
+        (lambda c: c["vision_config"].update(out_hidden_size=41), "out_hidden_size"),
+        (lambda c: c.update(architectures=["Qwen2_5_VLForConditionalGeneration"]), "Qwen2_5_VLForConditionalGeneration"),
+        (lambda c: c["text_config"].pop("head_dim"), "head_dim"),
+        (lambda c: c["text_config"].update(num_key_value_heads=4), "num_key_value_heads"),
+        (lambda c: _rope(c).update(rope_type="yarn"), "rope_type 'yarn'"),
+    ],
+)
+def test_inconsistent_config_is_rejected(tmp_path, checkpoints, edit, message):
+    ckpt = _edited(tmp_path, checkpoints("awkward"), edit)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+def test_unsupported_architecture_names_the_supported_ones(tmp_path, checkpoints):
+    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: c.update(architectures=["Qwen3VLMoeForConditionalGeneration"]))
+    with pytest.raises(CheckpointError, match="Qwen3VLMoeForConditionalGeneration.*supported: Qwen3VLForConditionalGeneration"):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+def test_missing_files_are_named(tmp_path, checkpoints):
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        Qwen3VLSpec.from_checkpoint(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("awkward"), ckpt)
+    (ckpt / "preprocessor_config.json").unlink()
+    with pytest.raises(CheckpointError, match="preprocessor_config.json"):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+def test_transformers5_processor_layout(tmp_path, checkpoints):
+    """A checkpoint saved by transformers 5 keeps the image processor in processor_config.json."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("awkward"), ckpt)
+    image = json.loads((ckpt / "preprocessor_config.json").read_text())
+    video = json.loads((ckpt / "video_preprocessor_config.json").read_text())
+    (ckpt / "preprocessor_config.json").unlink()
+    (ckpt / "video_preprocessor_config.json").unlink()
+    (ckpt / "processor_config.json").write_text(json.dumps({"image_processor": image, "video_processor": video}))
+    assert Qwen3VLSpec.from_checkpoint(ckpt) == Qwen3VLSpec.from_checkpoint(checkpoints("awkward"))
+
+
+def test_marker_token_ids_come_from_the_tokenizer_when_config_lacks_them(tmp_path, checkpoints):
+    """No guessed numbers: config.json's ids, else tokenizer.json's ids for the marker tokens,
+    else a clear error."""
+    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: [c.pop(k) for k in ("image_token_id", "video_token_id")])
+    spec = Qwen3VLSpec.from_checkpoint(ckpt)
+    vocab = json.loads((ckpt / "tokenizer.json").read_text())
+    added = {t["content"]: t["id"] for t in vocab["added_tokens"]}
+    assert spec.tokens.image_token_id == added["<|image_pad|>"] != 151655
+    assert spec.tokens.video_token_id == added["<|video_pad|>"] != 151656
+    tok = json.loads((ckpt / "tokenizer.json").read_text())
+    tok["added_tokens"] = [t for t in tok["added_tokens"] if t["content"] != "<|image_pad|>"]
+    (ckpt / "tokenizer.json").write_text(json.dumps(tok))
+    with pytest.raises(CheckpointError, match="no image_token_id and tokenizer.json has no <\\|image_pad\\|> token"):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda p: p.pop("size"), "pixel limits"),
+        (lambda p: p.pop("patch_size"), "patch_size"),
+        (lambda p: p.update(size={"shortest_edge": 5000, "longest_edge": 100}), "0 < min <= max"),
+    ],
+)
+def test_image_processor_settings_are_required_not_guessed(tmp_path, checkpoints, edit, message):
+    """transformers would fall back to Qwen2-VL's pixel limits and 14-pixel patches, wrong for
+    Qwen3-VL: the export refuses (the runtime processor reads the same parser, see
+    tests/runtime/test_processing.py)."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("awkward"), ckpt)
+    pre = json.loads((ckpt / "preprocessor_config.json").read_text())
+    edit(pre)
+    (ckpt / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(CheckpointError, match=f"preprocessor_config.json .*{message.replace('<', '.')}"):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+def test_video_processor_settings_follow_transformers_class_values(tmp_path, checkpoints):
+    """Every video key may be left out: transformers then uses Qwen3VLVideoProcessor's class
+    values, which are Qwen3-VL's own; so does the spec."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoints("awkward"), ckpt)
+    (ckpt / "video_preprocessor_config.json").write_text("{}")
+    video = Qwen3VLSpec.from_checkpoint(ckpt).video_processor
+    cls = Qwen3VLVideoProcessor
+    assert (video.min_pixels, video.max_pixels) == (cls.size["shortest_edge"], cls.size["longest_edge"])
+    assert (video.patch_size, video.temporal_patch_size, video.merge_size) == (cls.patch_size, cls.temporal_patch_size, cls.merge_size)
+    assert list(video.image_mean) == list(cls.image_mean) and list(video.image_std) == list(cls.image_std)

@@ -1,0 +1,129 @@
+"""The runtime tier stands alone: running an exported folder imports no torch, no transformers,
+no onnx exporter, and needs only what ``pip install genai-qwen3vl`` (no extras) installs."""
+
+import ast
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+from genai_qwen3vl.testing.media import make_frames, write_video
+
+from ..helpers import ROOT
+
+# what only the export and verify tiers may import
+EXPORT_ONLY = ("torch", "torchvision", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors", "huggingface_hub")
+# the modules that make up the runtime and what it stands on
+RUNTIME_FILES = ["genai_qwen3vl/__init__.py", "genai_qwen3vl/__main__.py", "genai_qwen3vl/cli.py", "genai_qwen3vl/errors.py",
+                 "genai_qwen3vl/logs.py", *sorted(str(p.relative_to(ROOT)) for d in ("runtime", "model")
+                                                  for p in (ROOT / "genai_qwen3vl" / d).glob("*.py"))]
+
+_SCRIPT = r'''
+import importlib, importlib.abc, pkgutil, sys
+
+BLOCKED = set(sys.argv[1].split(","))
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"the runtime imported {name}")
+        return None
+
+sys.meta_path.insert(0, Blocker())
+folder, video, image = sys.argv[2], sys.argv[3], sys.argv[4]
+if video == "frames":  # a frame array: no PyAV needed
+    import numpy as np
+
+    video = np.stack([np.full((64, 96, 3), 30 * i, np.uint8) for i in range(6)])
+
+import genai_qwen3vl, genai_qwen3vl.cli, genai_qwen3vl.runtime, genai_qwen3vl.model
+for package in (genai_qwen3vl.runtime, genai_qwen3vl.model):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+
+import onnxruntime_genai as og
+from genai_qwen3vl import Qwen3VLProcessor
+
+model = og.Model(folder)
+processor = Qwen3VLProcessor(folder)
+messages = [{"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "What happens?"}]}]
+inputs = processor(processor.apply_chat_template(messages), images=[image], videos=[video], video_fps=4.0)
+params = og.GeneratorParams(model)
+params.set_search_options(do_sample=False, max_length=int(inputs["input_ids"].shape()[-1]) + 5)
+generator = og.Generator(model, params)
+generator.set_inputs(inputs)
+tokens = []
+while not generator.is_done():
+    generator.generate_next_token()
+    tokens.append(int(generator.get_next_tokens()[0]))
+assert len(tokens) == 5, tokens
+
+rc = genai_qwen3vl.cli.main(["chat", "-m", folder, "--image", image, "-p", "Hi", "--greedy", "--max_length", "200"])
+assert rc == 0, rc
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("RUNTIME-ALONE-OK")
+'''
+
+
+def test_running_an_exported_folder_never_imports_torch(exported, image_file, tmp_path):
+    video = write_video(tmp_path / "clip.mp4", make_frames(6, 64, 96), fps=4)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), str(video), str(image_file(96, 128, 1))],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RUNTIME-ALONE-OK" in proc.stdout
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in ("genai_qwen3vl", "__future__")}
+
+
+def _setup_list(name: str) -> list[str]:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == name)
+    return [ast.literal_eval(e) for e in node.value.elts]
+
+
+def _distribution(requirement: str) -> str:
+    return requirement.split(">")[0].split("<")[0].split("=")[0].strip().lower().replace("_", "-")
+
+
+def test_the_runtime_imports_only_what_a_plain_install_brings():
+    """Every third-party import of the runtime (and of the modules it stands on) belongs to a
+    distribution in setup.py's RUNTIME list (or VIDEO, the optional PyAV)."""
+    declared = {_distribution(r) for r in _setup_list("RUNTIME") + _setup_list("VIDEO")}
+    providers = importlib.metadata.packages_distributions()
+    problems = []
+    for file in RUNTIME_FILES:
+        for module in _third_party_imports(ROOT / file):
+            dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
+            if not dists & declared:
+                problems.append(f"{file} imports {module} ({', '.join(sorted(dists))}), which the runtime install does not bring")
+    assert not problems, problems
+    assert len(RUNTIME_FILES) > 10  # the glob found the real modules
+
+
+def test_a_plain_install_in_a_fresh_venv_runs_an_exported_folder(exported, image_file, tmp_path):
+    """`pip install genai-qwen3vl` (this tree, no extras) into a new virtual environment: og,
+    Qwen3VLProcessor and the chat command run an exported folder there, where torch is absent."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stdout + install.stderr
+    absent = subprocess.run([str(python), "-c", "import torch"], capture_output=True, text=True)
+    assert absent.returncode != 0 and "No module named 'torch'" in absent.stderr
+    proc = subprocess.run(
+        [str(python), "-c", _SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), "frames", str(image_file(96, 128, 1))],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RUNTIME-ALONE-OK" in proc.stdout
