@@ -1,7 +1,7 @@
 """Each graph's inputs and outputs, declared once.
 
 The exporters name their graph I/O from here, ``configs.genai_config`` points og at these
-names and files, and ``validate.check_graph_io`` checks every exported graph against it.
+names and files, and ``export.graph_check`` checks every exported graph against it.
 Dimensions are ints (fixed), strings (symbolic) or callables of the spec (fixed per model).
 """
 
