@@ -55,10 +55,15 @@ def maxdiff(a, b) -> Diff:
     return Diff(float(np.abs(a - b).max()), float(np.abs(b).max()))
 
 
+def limit_at(bound: float, diff: float) -> float:
+    """The tolerance ``bound`` at ``diff``'s scale (a ``Bound``'s relative part widens it; a plain
+    number is absolute)."""
+    return bound.limit(getattr(diff, "scale", 0.0)) if hasattr(bound, "limit") else float(bound)
+
+
 def within(diff: float, bound: float) -> bool:
     """``diff <= bound``, with the bound widened by its relative part at the diff's scale."""
-    limit = bound.limit(getattr(diff, "scale", 0.0)) if hasattr(bound, "limit") else float(bound)
-    return diff <= limit
+    return diff <= limit_at(bound, diff)
 
 
 def assert_within(report: dict[str, float], tolerance: float, what: str) -> None:

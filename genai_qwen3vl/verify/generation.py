@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ParityError
-from .compare import Diff, maxdiff, within
+from .compare import Diff, limit_at, maxdiff, within
 from .reference import Reference
 
 
@@ -238,7 +238,7 @@ def generation_problems(cmp: GenerationComparison, tolerance, min_steps: int) ->
     if not within(cmp.max_logit_diff, tolerance):
         problems.append(f"max |logit diff| {cmp.max_logit_diff:.3g} > {tolerance:g}")
     elif cmp.matching_steps < min_steps:
-        limit = tolerance.limit(getattr(cmp.max_logit_diff, "scale", 0.0)) if hasattr(tolerance, "limit") else float(tolerance)
+        limit = limit_at(tolerance, cmp.max_logit_diff)
         near_tie = cmp.divergence_margin is not None and cmp.divergence_margin <= 2 * limit
         if not near_tie:
             problems.append(f"only {cmp.matching_steps} greedy tokens agree (need {min_steps})")

@@ -25,6 +25,7 @@ from ..export.graph_check import ONNX_TO_NAME
 from ..model import io_contract
 from ..model.precisions import DTYPE_NAMES, PRECISIONS, Bound, Target, target
 from . import artifacts, generation
+from .compare import limit_at
 from .reference import Reference, dequantized_reference, in_dtype
 
 ARTIFACT_LABELS = {"vision": "vision", "embedding": "embedding", "decoder": "decoder", "end_to_end": "end to end (og)"}
@@ -47,7 +48,7 @@ class Row:
     @property
     def limit(self) -> float:
         """The tolerance at this difference's scale (see ``Bound``)."""
-        return self.tolerance.limit(getattr(self.max_diff, "scale", 0.0))
+        return limit_at(self.tolerance, self.max_diff)
 
     @property
     def passed(self) -> bool:
