@@ -27,6 +27,8 @@ VERIFY = EXPORT + [
     "av>=12",  # transformers' video loader for files
 ]
 VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
+# genai-qwen3vl serve: the OpenAI-compatible server (runtime tier: still no torch)
+SERVE = ["fastapi>=0.115", "starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "av>=12"]
 
 setup(
     name="genai-qwen3vl",
@@ -38,7 +40,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["genai_qwen3vl", "genai_qwen3vl.*"]) + ["genai_qwen3vl.processor_configs"],
     package_dir={"genai_qwen3vl.processor_configs": "processor_configs"},
-    package_data={"genai_qwen3vl.processor_configs": ["*.json"]},
+    package_data={"genai_qwen3vl.processor_configs": ["*.json"], "genai_qwen3vl.runtime.serve": ["static/*"]},
     py_modules=["builder_qwen3vl"],
     install_requires=RUNTIME,
     extras_require={
@@ -47,7 +49,9 @@ setup(
         "video": VIDEO,
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
-        "test": VERIFY + ["pytest>=8", "hypothesis>=6", "ruff>=0.6"],
+        "serve": SERVE,
+        # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
+        "test": VERIFY + SERVE + ["pytest>=8", "hypothesis>=6", "ruff>=0.6", "openai>=1.50", "httpx>=0.27", "playwright>=1.45"],
         "bench": ["matplotlib>=3.8"],
     },
     entry_points={

@@ -4,6 +4,7 @@
     genai-qwen3vl export ...      = builder_qwen3vl.py ...: export (genai_qwen3vl.export), optionally
                                     checked against transformers (genai_qwen3vl.verify)
     genai-qwen3vl chat ...        the chat sample (genai_qwen3vl.runtime)
+    genai-qwen3vl serve OUT_DIR   an OpenAI-compatible server with a chat page (genai_qwen3vl.runtime.serve)
     genai-qwen3vl demo ...        the built-in default job (all tiers)
 
 Exit codes of export: 0 done (and, with --validate, every check passed), 2 a problem with the
@@ -114,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "export": ("export a checkpoint (the same as builder_qwen3vl.py)", export_main),
         "chat": ("chat with an exported folder (images and videos)", _chat),
+        "serve": ("serve an exported folder over an OpenAI-compatible API, with a chat page", _serve),
         "demo": ("make a tiny random Qwen3-VL, export it, run it, check it against transformers", _demo),
     }
     if not argv or argv[0] not in commands:
         parser = argparse.ArgumentParser(
             prog=PROGRAM,
-            description="Qwen3-VL for stock onnxruntime-genai: export, chat, demo.",
+            description="Qwen3-VL for stock onnxruntime-genai: export, chat, serve, demo.",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog="commands:\n" + "\n".join(f"  {name:<8} {text}" for name, (text, _) in commands.items())
             + f"\n\n'{PROGRAM} COMMAND --help' describes each.",
@@ -134,6 +136,12 @@ def _chat(argv: list[str], prog: str) -> int:
     from .runtime.chat import main as chat_main
 
     return chat_main(argv, prog=prog)
+
+
+def _serve(argv: list[str], prog: str) -> int:
+    from .runtime.serve.main import main as serve_main
+
+    return serve_main(argv, prog=prog)
 
 
 def _demo(argv: list[str], prog: str) -> int:

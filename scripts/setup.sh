@@ -3,6 +3,12 @@
 # extras and the test tools. Idempotent: reinstalls only when setup.py or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The chat page's test drives Debian's Chromium (Playwright's own browser download cannot work offline).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  echo "installing Debian's chromium for the page test" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -1,16 +1,18 @@
 """Session fixtures: tiny random Qwen3-VL checkpoints (seeded, awkward dimensions), their exports
-through the real command line, transformers references, and generated pictures; the markers;
+through the real command line, transformers references, the scripted checkpoint and its export,
+and generated pictures; the markers;
 the record of which parity tests passed, which the guard test (run last) reads."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from genai_qwen3vl.model.precisions import Target
 from genai_qwen3vl.testing.media import make_picture
-from genai_qwen3vl.testing.tiny import PRESETS, make_tiny_checkpoint
+from genai_qwen3vl.testing.tiny import PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
 
 # Presets every CPU parity test runs on (see genai_qwen3vl/testing/tiny.py for their dimensions).
 ALL_PRESETS = tuple(PRESETS)
@@ -123,6 +125,29 @@ def exported(tmp_path_factory, checkpoints):
         return cache[key]
 
     return get
+
+
+class Scripted(NamedTuple):
+    checkpoint: Path  # make_scripted_checkpoint's folder
+    exported: Path  # its export by the command line, -p fp32 -e cpu
+
+
+@pytest.fixture(scope="session")
+def scripted_checkpoint(tmp_path_factory) -> Path:
+    """The scripted checkpoint (genai_qwen3vl.testing.tiny.make_scripted_checkpoint): greedy after
+    the Thinking generation prompt it writes SCRIPTED_OUTPUT, then <|im_end|>."""
+    return make_scripted_checkpoint(tmp_path_factory.mktemp("ckpt_scripted"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def scripted(tmp_path_factory, scripted_checkpoint) -> Scripted:
+    """(checkpoint, exported): the scripted checkpoint and its fp32 CPU export, built once per session."""
+    from genai_qwen3vl.cli import export_main
+
+    out = tmp_path_factory.mktemp("out_scripted") / "model"
+    rc = export_main(["-i", str(scripted_checkpoint), "-o", str(out), "-p", "fp32", "-e", "cpu"])
+    assert rc == 0, f"export of the scripted checkpoint failed with exit code {rc}"
+    return Scripted(scripted_checkpoint, out)
 
 
 @pytest.fixture(scope="session")

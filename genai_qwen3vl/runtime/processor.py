@@ -25,6 +25,7 @@ Needs numpy, pillow, ``tokenizers`` and jinja2; PyAV only to decode video files.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -68,21 +69,32 @@ class ProcessorOutput:
         grid = self.og_grid()
         return 0 if grid is None else int(grid.prod(-1).sum()) // self.merge_size**2
 
-    def to_named_tensors(self):
-        """The og inputs (see the module docstring)."""
-        import onnxruntime_genai as og
-
-        tensors = og.NamedTensors()
-        tensors["input_ids"] = np.ascontiguousarray(self.input_ids, dtype=np.int32)
+    def og_arrays(self) -> dict[str, np.ndarray]:
+        """The og inputs as numpy arrays (see the module docstring); picklable, unlike og's tensors."""
+        arrays = {"input_ids": np.ascontiguousarray(self.input_ids, dtype=np.int32)}
         grid = self.og_grid()
         if grid is not None:
-            tensors["pixel_values"] = np.ascontiguousarray(self.pixel_values, dtype=np.float32)
-            tensors["image_grid_thw"] = np.ascontiguousarray(grid, dtype=np.int64)
+            arrays["pixel_values"] = np.ascontiguousarray(self.pixel_values, dtype=np.float32)
+            arrays["image_grid_thw"] = np.ascontiguousarray(grid, dtype=np.int64)
         if self.video_grid_thw is not None:
-            tensors["video_grid_thw"] = np.ascontiguousarray(self.og_video_grid(), dtype=np.int64)
-        tensors["num_image_tokens"] = np.asarray([self.num_visual_tokens], dtype=np.int64)
-        return tensors
+            arrays["video_grid_thw"] = np.ascontiguousarray(self.og_video_grid(), dtype=np.int64)
+        arrays["num_image_tokens"] = np.asarray([self.num_visual_tokens], dtype=np.int64)
+        return arrays
 
+    def to_named_tensors(self):
+        """The og inputs (see the module docstring)."""
+        return named_tensors(self.og_arrays())
+
+
+
+def named_tensors(arrays: dict[str, np.ndarray]):
+    """``og.NamedTensors`` holding ``arrays``."""
+    import onnxruntime_genai as og
+
+    tensors = og.NamedTensors()
+    for name, array in arrays.items():
+        tensors[name] = array
+    return tensors
 
 
 class Qwen3VLProcessor:
@@ -190,6 +202,20 @@ class Qwen3VLProcessor:
         if not self.chat_template:
             raise ValueError(f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json)")
         return render_chat_template(self.chat_template, messages, add_generation_prompt, **kwargs)
+
+    def with_options(self, min_pixels: int | None = None, max_pixels: int | None = None, fps: float | None = None):
+        """A copy with other image pixel limits or another video sampling rate (what vLLM's
+        ``mm_processor_kwargs`` set per request); the caller checks the values."""
+        other = copy.copy(self)
+        if min_pixels is not None or max_pixels is not None:
+            other.image_settings = dataclasses.replace(
+                self.image_settings,
+                min_pixels=self.image_settings.min_pixels if min_pixels is None else int(min_pixels),
+                max_pixels=self.image_settings.max_pixels if max_pixels is None else int(max_pixels),
+            )
+        if fps is not None:
+            other.sampling = dataclasses.replace(self.sampling, fps=float(fps))
+        return other
 
     # ------------------------------------------------------------------ internals
     def _token(self, token_id: int, key: str) -> str:

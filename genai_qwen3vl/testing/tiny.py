@@ -8,12 +8,17 @@ Qwen's special tokens (trained on the spot), ``tokenizer_config.json``, the chat
 
 The presets use awkward dimensions on purpose: ``heads * head_dim != hidden``, GQA,
 uneven ``mrope_section``, adjacent and non-adjacent DeepStack indexes, tied and untied
-embeddings.
+embeddings. Their chat template follows Qwen3-VL-Instruct's (tools, tool calls, tool responses);
+a preset may take Qwen3-VL-Thinking's instead.
+
+``make_scripted_checkpoint`` writes a checkpoint whose greedy answer is known in advance
+(SCRIPTED_OUTPUT: reasoning, ``</think>``, a tool call), for tests of a server.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,35 +48,167 @@ QWEN_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# A Qwen3-VL style chat template: the markers the real template writes for images and videos.
-CHAT_TEMPLATE = (
-    "{%- set image_count = namespace(value=0) -%}"
-    "{%- set video_count = namespace(value=0) -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}"
-    "{{- message['content'] -}}"
-    "{%- else -%}"
-    "{%- for content in message['content'] -%}"
-    "{%- if content['type'] == 'image' or 'image' in content or 'image_url' in content -%}"
-    "{%- set image_count.value = image_count.value + 1 -%}"
-    "{%- if add_vision_id -%}Picture {{ image_count.value }}: {% endif -%}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{%- elif content['type'] == 'video' or 'video' in content -%}"
-    "{%- set video_count.value = video_count.value + 1 -%}"
-    "{%- if add_vision_id -%}Video {{ video_count.value }}: {% endif -%}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{%- elif 'text' in content -%}"
-    "{{- content['text'] -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- endif -%}"
-)
+# Qwen3-VL's chat templates, written here after the structure of the published ones (Instruct and
+# Thinking): the system message (text or text parts) on top, the tool signatures in it when `tools`
+# are given, images and videos as `<|vision_start|><|image_pad|><|vision_end|>` and
+# `<|vision_start|><|video_pad|><|vision_end|>` ("Picture n: " / "Video n: " before them with
+# `add_vision_id`), assistant tool calls as <tool_call> JSON, consecutive `tool` messages in one user
+# turn of <tool_response> blocks. Rendered as transformers renders them (trim_blocks, lstrip_blocks).
+# The two differ at the two marked lines (see _qwen3_vl_template).
+_QWEN3_VL_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n" }}
+    {{- "You are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within " }}
+    {{- "<tool_call></tool_call> XML tags:\n<tool_call>\n" }}
+    {{- "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- elif messages[0].role == 'system' %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].content is string %}
+        {{- messages[0].content }}
+    {%- else %}
+        {%- for content in messages[0].content %}
+            {%- if 'text' in content %}
+                {{- content.text }}
+            {%- endif %}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<|im_end|>\n' }}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == 'assistant' %}
+        {%- set text = namespace(value='') %}
+        {%- if message.content is string %}
+            {%- set text.value = message.content %}
+        {%- elif message.content %}
+            {%- for content in message.content %}
+                {%- if 'text' in content %}
+                    {%- set text.value = text.value + content.text %}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {#- REASONING #}
+        {{- '<|im_start|>' + message.role + '\n' + text.value }}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and text.value) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == 'tool' %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != 'tool') %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != 'tool') %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {#- GENERATION PROMPT #}
+{%- endif %}
+"""
+
+# Thinking: an earlier answer keeps only what follows its reasoning (split, not `'</think>' in
+# text`: og 0.18's template engine answers False to a substring test)
+_DROP_REASONING = r"""        {%- set parts = text.value.split('</think>') %}
+        {%- if parts | length > 1 %}
+            {%- set text.value = parts[-1].lstrip('\n') %}
+        {%- endif %}
+"""
+_INSTRUCT_PROMPT = r"""    {{- '<|im_start|>assistant\n' }}
+"""
+# Thinking: the answer opens with "<think>\n"; Qwen3's `enable_thinking=False` closes it at once
+_THINKING_PROMPT = r"""    {{- '<|im_start|>assistant\n<think>\n' }}
+    {%- if enable_thinking is defined and enable_thinking is false %}
+        {{- '\n</think>\n\n' }}
+    {%- endif %}
+"""
+
+
+def _qwen3_vl_template(reasoning: str, generation_prompt: str) -> str:
+    marks = {"        {#- REASONING #}\n": reasoning, "    {#- GENERATION PROMPT #}\n": generation_prompt}
+    template = _QWEN3_VL_TEMPLATE
+    for mark, text in marks.items():
+        assert template.count(mark) == 1, mark
+        template = template.replace(mark, text)
+    return template
+
+
+CHAT_TEMPLATE = _qwen3_vl_template("", _INSTRUCT_PROMPT)
+THINKING_CHAT_TEMPLATE = _qwen3_vl_template(_DROP_REASONING, _THINKING_PROMPT)
+CHAT_TEMPLATES = {"instruct": CHAT_TEMPLATE, "thinking": THINKING_CHAT_TEMPLATE}
 
 _CORPUS = """
 The quick brown fox jumps over the lazy dog. Describe this image in detail.
@@ -107,6 +244,13 @@ class TinyPreset:
     # Write it as Qwen's published checkpoints are: bf16 weights in several shards and a
     # config.json in the transformers-4.57 layout (rope_scaling + rope_theta).
     hub_layout: bool = False
+    chat_template: str = "instruct"  # a key of CHAT_TEMPLATES
+    # more plain added tokens for this checkpoint's tokenizer, after ADDED_TOKENS (ids follow theirs)
+    added_tokens: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template must be one of {sorted(CHAT_TEMPLATES)}, got {self.chat_template!r}")
 
     @property
     def tie_word_embeddings(self) -> bool:
@@ -145,9 +289,32 @@ PRESETS: dict[str, TinyPreset] = {
     )
 }
 
+# The scripted checkpoint (``make_scripted_checkpoint``): after any prompt that ends with the
+# Thinking generation prompt (``<|im_start|>assistant\n<think>\n``) its greedy answer is
+# SCRIPTED_OUTPUT, then <|im_end|>: reasoning, the end of thinking, one tool call, as Qwen3-VL
+# Thinking answers when it calls a tool.
+SCRIPTED_REASONING = "The user asks for the weather in Paris."
+SCRIPTED_TOOL_JSON = '\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
+# one token each: the chain of tokens the model follows after the prompt's last "\n"
+SCRIPTED_PIECES = (SCRIPTED_REASONING, "</think>", "\n\n", "<tool_call>", SCRIPTED_TOOL_JSON, "</tool_call>")
+SCRIPTED_OUTPUT = "".join(SCRIPTED_PIECES)
+# the awkward preset (untied), the Thinking template, and the pieces the small BPE has no token
+# for as plain added tokens of this checkpoint's tokenizer only
+SCRIPTED_PRESET = dataclasses.replace(
+    PRESETS["awkward"],
+    name="scripted",
+    text={**PRESETS["awkward"].text, "tie_word_embeddings": False},
+    chat_template="thinking",
+    added_tokens=(SCRIPTED_REASONING, "\n\n", SCRIPTED_TOOL_JSON),
+)
+# the logit of the scripted next token; every other token's is 0 (to rounding), so sampling at
+# any usual temperature follows the script too
+SCRIPTED_LOGIT = 30.0
 
-def train_tokenizer():
-    """A small byte-level BPE tokenizer with Qwen's pre-tokenizer and special tokens."""
+
+def train_tokenizer(added_tokens: tuple[str, ...] = ()):
+    """A small byte-level BPE tokenizer with Qwen's pre-tokenizer and special tokens (and
+    ``added_tokens`` after Qwen's plain added tokens)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -166,14 +333,14 @@ def train_tokenizer():
     )
     tok.train_from_iterator([line for line in _CORPUS.splitlines() if line.strip()] * 4, trainer=trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    tok.add_tokens(list(ADDED_TOKENS))
+    tok.add_tokens(list(ADDED_TOKENS) + list(added_tokens))
     return tok
 
 
-def _hf_tokenizer():
+def _hf_tokenizer(added_tokens: tuple[str, ...] = ()):
     from transformers import PreTrainedTokenizerFast
 
-    tok = train_tokenizer()
+    tok = train_tokenizer(added_tokens)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -269,6 +436,12 @@ def make_tiny_checkpoint(
     out_dir: str | Path, preset: str | TinyPreset = "awkward", seed: int = 0, shard_size: str = "300KB"
 ) -> Path:
     """Write a tiny random Qwen3-VL checkpoint folder; returns its path."""
+    return _write_checkpoint(out_dir, preset, seed, shard_size)
+
+
+def _write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set_weights=None) -> Path:
+    """``make_tiny_checkpoint``; ``set_weights(model, tokenizer)``, given, edits the seeded random
+    weights before they are saved."""
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
@@ -276,7 +449,7 @@ def make_tiny_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = _hf_tokenizer()
+    tokenizer = _hf_tokenizer(preset.added_tokens)
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab_size = len(tokenizer) + preset.extra_vocab
     config = build_config(preset, vocab_size, token_ids)
@@ -290,6 +463,8 @@ def make_tiny_checkpoint(
     finally:
         torch.set_default_dtype(previous)
     _randomize_(model, seed, preset.gains)
+    if set_weights is not None:
+        set_weights(model, tokenizer)
     if preset.tie_word_embeddings:
         model.tie_weights()
     if preset.hub_layout:
@@ -338,7 +513,7 @@ def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:
     tok_cfg.update(tokenizer_class="Qwen2Tokenizer", errors="replace", add_prefix_space=False)
     tok_cfg.pop("backend", None)
     tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATES[preset.chat_template]}, indent=2) + "\n")
     common = {
         "patch_size": 16,
         "temporal_patch_size": 2,
@@ -359,3 +534,60 @@ def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:
     }
     (out / "preprocessor_config.json").write_text(json.dumps(image, indent=2) + "\n")
     (out / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2) + "\n")
+
+
+def make_scripted_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+    """A real Qwen3-VL checkpoint (SCRIPTED_PRESET) whose greedy answer to any prompt ending with
+    the Thinking generation prompt is SCRIPTED_OUTPUT, then <|im_end|> (see ``_script_weights_``)."""
+    return _write_checkpoint(out_dir, SCRIPTED_PRESET, seed, set_weights=functools.partial(_script_weights_, seed=seed))
+
+
+def scripted_token_ids(tokenizer) -> list[int]:
+    """The chain: the prompt's last token ("\\n"), one token per SCRIPTED_PIECES, <|im_end|>;
+    ``tokenizer`` is transformers' tokenizer of a scripted checkpoint."""
+    ids = []
+    for piece in ("\n", *SCRIPTED_PIECES):
+        encoded = tokenizer.encode(piece, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"{piece!r} is {len(encoded)} tokens in this tokenizer, not one")
+        ids.extend(encoded)
+    ids.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"the scripted chain repeats a token: {ids}")
+    return ids
+
+
+def _script_weights_(model, tokenizer, seed: int) -> None:
+    """Make the text decoder a bigram model that follows ``scripted_token_ids``.
+
+    Every layer's attention ``o_proj`` and MLP ``down_proj`` are zero, so no layer adds anything
+    to the residual stream (DeepStack adds only at image tokens), and the last hidden state is the
+    final RMSNorm (gains set to 1) of the current token's embedding. The chain's tokens (8, fewer
+    than the hidden size H) get orthonormal embedding rows e_i, so the normed state is sqrt(H)·e_i;
+    ``lm_head`` loses every component along the e_i, and the row of the token after chain token i
+    gains SCRIPTED_LOGIT/sqrt(H)·e_i: at chain token i the logits are SCRIPTED_LOGIT at the next
+    token and 0 (to rounding) everywhere else, whatever came before. So any prompt ending with "\\n"
+    gets the whole script, and one ending with the "\\n\\n" token (the Thinking prompt with
+    ``enable_thinking=False``) gets its tool call part. The vision tower and the other tokens keep
+    their random weights."""
+    import torch
+
+    ids = scripted_token_ids(tokenizer)
+    text = model.model.language_model
+    hidden = text.embed_tokens.weight.shape[1]
+    if len(ids) > hidden:
+        raise ValueError(f"the scripted chain has {len(ids)} tokens, more than the hidden size {hidden}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in text.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        text.norm.weight.fill_(1.0)
+        basis, _ = torch.linalg.qr(torch.randn(hidden, len(ids), generator=gen, dtype=torch.float64))
+        basis = basis.T  # [chain, hidden], orthonormal rows
+        text.embed_tokens.weight[ids] = basis.to(text.embed_tokens.weight.dtype)
+        head = model.lm_head.weight
+        projected = head.double() - (head.double() @ basis.T) @ basis
+        for i, nxt in enumerate(ids[1:]):
+            projected[nxt] += SCRIPTED_LOGIT / hidden**0.5 * basis[i]
+        head.copy_(projected.to(head.dtype))

@@ -39,7 +39,8 @@ if video == "frames":  # a frame array: no PyAV needed
 import genai_qwen3vl, genai_qwen3vl.cli, genai_qwen3vl.runtime, genai_qwen3vl.model
 for package in (genai_qwen3vl.runtime, genai_qwen3vl.model):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        importlib.import_module(info.name)
+        if not info.name.startswith("genai_qwen3vl.runtime.serve"):  # the server needs the serve extra
+            importlib.import_module(info.name)
 
 import onnxruntime_genai as og
 from genai_qwen3vl import Qwen3VLProcessor
@@ -96,19 +97,59 @@ def _distribution(requirement: str) -> str:
     return requirement.split(">")[0].split("<")[0].split("=")[0].strip().lower().replace("_", "-")
 
 
-def test_the_runtime_imports_only_what_a_plain_install_brings():
-    """Every third-party import of the runtime (and of the modules it stands on) belongs to a
-    distribution in setup.py's RUNTIME list (or VIDEO, the optional PyAV)."""
-    declared = {_distribution(r) for r in _setup_list("RUNTIME") + _setup_list("VIDEO")}
+def _undeclared_imports(files: list[str], *lists: str) -> list[str]:
+    """Third-party imports of ``files`` that no distribution in setup.py's ``lists`` provides."""
+    declared = {_distribution(r) for name in lists for r in _setup_list(name)}
     providers = importlib.metadata.packages_distributions()
     problems = []
-    for file in RUNTIME_FILES:
+    for file in files:
         for module in _third_party_imports(ROOT / file):
             dists = {d.lower().replace("_", "-") for d in providers.get(module, [module])}
             if not dists & declared:
-                problems.append(f"{file} imports {module} ({', '.join(sorted(dists))}), which the runtime install does not bring")
-    assert not problems, problems
+                problems.append(f"{file} imports {module} ({', '.join(sorted(dists))}), which {' + '.join(lists)} do not bring")
+    return problems
+
+
+def test_the_runtime_imports_only_what_a_plain_install_brings():
+    """Every third-party import of the runtime (and of the modules it stands on) belongs to a
+    distribution in setup.py's RUNTIME list (or VIDEO, the optional PyAV)."""
+    assert not (problems := _undeclared_imports(RUNTIME_FILES, "RUNTIME", "VIDEO")), problems
     assert len(RUNTIME_FILES) > 10  # the glob found the real modules
+
+
+SERVE_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "genai_qwen3vl" / "runtime" / "serve").glob("*.py"))
+
+
+def test_the_server_imports_only_the_runtime_and_the_serve_extra():
+    assert not (problems := _undeclared_imports(SERVE_FILES, "RUNTIME", "VIDEO", "SERVE")), problems
+    assert len(SERVE_FILES) >= 7
+
+
+_SERVE_SCRIPT = _SCRIPT.split("if video == \"frames\"")[0] + r'''
+import threading
+from pathlib import Path
+from genai_qwen3vl.runtime.serve.app import create_app, ServeOptions
+from genai_qwen3vl.runtime.serve.engine import Engine
+from genai_qwen3vl.runtime.serve.media import MediaPolicy
+from genai_qwen3vl.runtime.serve.protocol import parse_chat_request
+create_app(ServeOptions(model_dir=Path(sys.argv[2])))
+engine = Engine(Path(sys.argv[2]), None, None, None)  # starts the og worker process (the blocker is not in it)
+request = parse_chat_request({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "min_tokens": 2})
+prepared = engine.prepare(request, MediaPolicy(None, 10**8), 1, 1)
+messages, done = [], threading.Event()
+engine.worker.start(prepared.arrays, prepared.search, lambda kind, payload: (messages.append(kind), kind == "done" and done.set()))
+assert done.wait(60) and messages == ["token", "token", "done"], messages
+engine.worker.close()
+assert "torch" not in sys.modules
+print("SERVE-ALONE-OK")
+'''
+
+
+def test_the_server_runs_without_torch(exported):
+    proc = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), "frames", "-"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SERVE-ALONE-OK" in proc.stdout
 
 
 def test_a_plain_install_in_a_fresh_venv_runs_an_exported_folder(exported, image_file, tmp_path):

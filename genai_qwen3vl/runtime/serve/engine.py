@@ -1,0 +1,216 @@
+"""One exported folder, answering chat requests through stock onnxruntime-genai.
+
+The og model is loaded once, in the generation worker process (``worker.py``: og holds the GIL
+while it computes a token); each request gets its own ``og.Generator`` there (og 0.18 cannot put
+several multimodal prompts into one generator: its batching Engine is text-only), run one token
+at a time, checking between tokens whether the request was cancelled. Input preparation happens
+here, exactly as the chat sample does it: the checkpoint's chat template, then
+``Qwen3VLProcessor`` (transformers' preprocessing), so the server's greedy tokens are the ones
+og's Generator gives for the same messages, which the parity tests compare with transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from ..chat_template import render_chat_template
+from ..processor import Qwen3VLProcessor
+from .errors import APIError, bad_request
+from .media import MediaPolicy
+from .protocol import ChatRequest, too_long
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+MM_KEYS = ("min_pixels", "max_pixels", "fps")
+MAX_FPS = 60.0
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A request ready to run: og inputs, search options and what the answer needs."""
+
+    arrays: dict  # the og inputs as numpy arrays (og.NamedTensors are built in the worker)
+    prompt_ids: list[int]
+    search: dict
+    max_tokens: int
+    opened_think: bool
+
+
+@dataclasses.dataclass
+class Outcome:
+    token_ids: list[int]
+    finish: str  # stop | length | cancelled
+    first_token_s: float | None
+    decode_s: float
+
+
+class Engine:
+    def __init__(self, model_dir: Path, max_model_len: int | None, min_pixels: int | None, max_pixels: int | None):
+        self.model_dir = Path(model_dir)
+        config = json.loads((self.model_dir / "genai_config.json").read_text(encoding="utf-8"))
+        self.processor = Qwen3VLProcessor(self.model_dir)
+        if not self.processor.chat_template:
+            raise ValueError(f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json)")
+        self.limits = (self.processor.image_settings.min_pixels, self.processor.image_settings.max_pixels)
+        if min_pixels is not None or max_pixels is not None:
+            low, high = self._pixel_limits(min_pixels, max_pixels, "--min-image-pixels/--max-image-pixels")
+            self.processor = self.processor.with_options(min_pixels=low, max_pixels=high)
+        self.search_defaults = config.get("search", {})
+        context = int(config["model"].get("context_length") or 0) or None
+        default_len = int(self.search_defaults.get("max_length") or context or 4096)
+        if max_model_len is not None and context and max_model_len > context:
+            raise ValueError(f"--max-model-len {max_model_len} is longer than the model's context of {context} tokens")
+        self.context = max_model_len or default_len
+        eos = config["model"]["eos_token_id"]
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+        self.vocab_size = int(config["model"].get("vocab_size") or 0)
+        self.worker = Worker(self.model_dir)
+        try:
+            self.worker.wait_ready()
+        except ValueError:
+            self.worker.close()
+            raise
+
+    # ------------------------------------------------------------------ preparing
+    def _pixel_limits(self, low, high, param: str) -> tuple[int | None, int | None]:
+        """Image pixel limits a request (or the server's flags) may set: within the checkpoint's."""
+        ckpt_low, ckpt_high = self.limits
+        factor = self.processor.image_settings.factor
+        for name, value in (("min_pixels", low), ("max_pixels", high)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise bad_request(f"{param}: {name} must be a positive integer, got {json.dumps(value)}", param)
+        low_eff = ckpt_low if low is None else low
+        high_eff = ckpt_high if high is None else high
+        if low is not None and low < factor * factor:
+            raise bad_request(f"{param}: min_pixels {low} is below one merged patch ({factor}x{factor} = {factor * factor} pixels)", param)
+        if high is not None and high > ckpt_high:
+            raise bad_request(f"{param}: max_pixels {high} is above the checkpoint's limit of {ckpt_high} pixels", param)
+        if low_eff > high_eff:
+            raise bad_request(f"{param}: min_pixels {low_eff} is above max_pixels {high_eff}", param)
+        return low, high
+
+    def _processor_for(self, mm: dict) -> Qwen3VLProcessor:
+        unknown = sorted(set(mm) - set(MM_KEYS))
+        if unknown:
+            raise bad_request(f"mm_processor_kwargs: unknown keys {', '.join(unknown)} (allowed: {', '.join(MM_KEYS)})",
+                              "mm_processor_kwargs")
+        if not mm:
+            return self.processor
+        low, high = self._pixel_limits(mm.get("min_pixels"), mm.get("max_pixels"), "mm_processor_kwargs")
+        fps = mm.get("fps")
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= MAX_FPS):
+            raise bad_request(f"mm_processor_kwargs: fps must be a number in (0, {MAX_FPS:g}], got {json.dumps(fps)}",
+                              "mm_processor_kwargs")
+        settings = self.processor.image_settings
+        if low is None and high is not None and high < settings.min_pixels:
+            low = high  # a budget below the server's floor: the floor follows it down
+        if high is None and low is not None and low > settings.max_pixels:
+            high = low
+        return self.processor.with_options(min_pixels=low, max_pixels=high, fps=fps)
+
+    def prepare(self, request: ChatRequest, media: MediaPolicy, limit_images: int, limit_videos: int) -> Prepared:
+        """Template, media, preprocessing, length checks: every 400 a request can earn before it
+        takes a generation slot."""
+        if len(request.images) > limit_images:
+            raise bad_request(f"the request has {len(request.images)} images; this server takes at most {limit_images} "
+                              "(--limit-images)", "messages", "too_many_images")
+        if len(request.videos) > limit_videos:
+            raise bad_request(f"the request has {len(request.videos)} videos; this server takes at most {limit_videos} "
+                              "(--limit-videos)", "messages", "too_many_videos")
+        processor = self._processor_for(request.mm_kwargs)
+        try:
+            prompt = render_chat_template(
+                self.processor.chat_template, request.messages, True, tools=request.tools, **request.template_kwargs
+            )
+        except Exception as exc:  # noqa: BLE001 - jinja raises anything the template does (raise_exception, undefined, type errors)
+            raise bad_request(f"the chat template refused the messages: {exc}", "messages", "chat_template_error") from None
+        images = [media.image(url, f"image {i}") for i, url in enumerate(request.images)]
+        with contextlib.ExitStack() as stack:
+            videos = [stack.enter_context(media.video(url, f"video {i}")) for i, url in enumerate(request.videos)]
+            try:
+                out = processor.process(prompt, images=images, videos=videos)
+            except ValueError as exc:
+                raise bad_request(f"the processor refused the input: {exc}", "messages", "invalid_media") from None
+        prompt_ids = [int(t) for t in out.input_ids[0]]
+        n = len(prompt_ids)
+        wanted = request.sampling.max_tokens
+        if n >= self.context or (wanted is not None and n + wanted > self.context):
+            raise too_long(n, wanted, self.context)
+        max_tokens = wanted if wanted is not None else self.context - n
+        return Prepared(
+            arrays=out.og_arrays(),
+            prompt_ids=prompt_ids,
+            search=self._search(request, n, n + max_tokens),
+            max_tokens=max_tokens,
+            opened_think=prompt.rstrip().endswith("<think>"),
+        )
+
+    def _search(self, request: ChatRequest, len_prompt: int, max_length: int) -> dict:
+        """og search options: the checkpoint's defaults (genai_config.json, from its
+        generation_config.json), overridden by what the request gives. temperature 0 = greedy."""
+        d, s = self.search_defaults, request.sampling
+        options = {k: d[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty") if k in d}
+        options["max_length"] = max_length
+        if s.temperature is not None:
+            options["do_sample"] = s.temperature > 0
+            if s.temperature > 0:
+                options["temperature"] = s.temperature
+        for key in ("top_p", "repetition_penalty"):
+            if getattr(s, key) is not None:
+                options[key] = getattr(s, key)
+        if s.top_k is not None:
+            options["top_k"] = s.top_k if s.top_k > 0 else max(self.vocab_size, 1)  # -1 / 0: no top-k cut
+        if s.seed is not None:
+            options["random_seed"] = s.seed
+        if s.min_tokens:
+            options["min_length"] = min(max_length, len_prompt + s.min_tokens)
+        return options
+
+class Detokenizer:
+    """Incremental decoding whose pieces add up to ``tokenizer.decode(tokens,
+    skip_special_tokens=True)``, transformers' text (og's TokenizerStream drops the bytes of
+    invalid UTF-8 and the text after them, so its pieces can differ from it). A piece is released
+    once it no longer ends inside a multi-byte character (the windowed scheme of TGI and vLLM)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.prefix = 0  # start of the window decoded for context
+        self.read = 0  # tokens whose text has been released
+
+    def _decode(self, start: int, end: int | None = None) -> str:
+        return self.tokenizer.decode(self.tokens[start:end], skip_special_tokens=True)
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        before = self._decode(self.prefix, self.read)
+        after = self._decode(self.prefix)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.tokens)
+            return after[len(before):]
+        return ""
+
+    def flush(self) -> str:
+        """What is still held at the end (an incomplete character decodes as U+FFFD, as in transformers)."""
+        if self.read == len(self.tokens):
+            return ""
+        before = self._decode(self.prefix, self.read)
+        after = self._decode(self.prefix)
+        self.prefix = self.read = len(self.tokens)
+        return after[len(before):]
+
+
+def check_model_dir(path: Path) -> None:
+    """A clear refusal before anything loads."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist; give the folder written by builder_qwen3vl.py")
+    if not (path / "genai_config.json").is_file():
+        raise ValueError(f"{path} holds no exported model (no genai_config.json); give the folder written by builder_qwen3vl.py")
+
+
+__all__ = ["APIError", "Engine", "Outcome", "Prepared", "check_model_dir"]

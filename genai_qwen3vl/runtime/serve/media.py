@@ -1,0 +1,152 @@
+"""Where the server takes images and videos from: ``data:`` URLs, and local files only under
+``--allowed-media-dir`` (after resolving symlinks). The server makes no outbound requests, so
+``http(s)://`` media are refused. Every image's size is read from its header and checked before a
+single pixel is decoded (a 1x1-looking PNG can unpack to gigapixels)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..images import load_image
+from .errors import APIError, bad_request
+
+_REMOTE = ("http://", "https://", "ftp://", "s3://", "gs://")
+
+
+class MediaPolicy:
+    def __init__(self, allowed_dir: Path | None, max_decode_pixels: int):
+        self.allowed_dir = allowed_dir.resolve() if allowed_dir else None
+        self.max_decode_pixels = max_decode_pixels
+
+    # ------------------------------------------------------------------ images
+    def image(self, url: str, where: str) -> np.ndarray:
+        """HxWx3 uint8 RGB."""
+        if url.startswith("data:"):
+            media_type, payload = _data_url(url, where)
+            if not media_type.startswith("image/"):
+                raise bad_request(f"{where}: the data URL holds {media_type or 'no media type'}, not an image", where, "invalid_image")
+            return self._decode_image(io.BytesIO(payload), where)
+        path = self._local(url, where)
+        with open(path, "rb") as f:
+            return self._decode_image(io.BytesIO(f.read()), where)
+
+    def _decode_image(self, stream: io.BytesIO, where: str) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(stream) as image:
+                    width, height = image.size  # from the header; nothing decoded yet
+                    if width * height > self.max_decode_pixels:
+                        raise APIError(
+                            400,
+                            f"{where}: the image is {width}x{height} pixels, more than this server decodes "
+                            f"({self.max_decode_pixels}; --max-decode-pixels); send it smaller",
+                            param=where,
+                            code="image_too_large",
+                        )
+                    image.load()
+                    return load_image(image)
+        except APIError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise bad_request(f"{where}: the image is too large to decode safely ({exc}); send it smaller", where,
+                              "image_too_large") from None
+        except UnidentifiedImageError:
+            raise bad_request(f"{where}: the data is not an image format this server reads (PNG, JPEG, WebP, GIF, BMP, ...)",
+                              where, "invalid_image") from None
+        except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
+            raise bad_request(f"{where}: the image cannot be decoded ({exc})", where, "invalid_image") from None
+
+    # ------------------------------------------------------------------ videos
+    @contextlib.contextmanager
+    def video(self, url: str, where: str):
+        """A path to the video file (a data URL is written to a temporary file, removed after)."""
+        if not url.startswith("data:"):
+            path = self._local(url, where)
+            self._check_video(path, where)
+            yield path
+            return
+        media_type, payload = _data_url(url, where)
+        if not media_type.startswith("video/"):
+            raise bad_request(f"{where}: the data URL holds {media_type or 'no media type'}, not a video", where, "invalid_video")
+        fd, name = tempfile.mkstemp(prefix="genai-qwen3vl-video-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            self._check_video(Path(name), where)
+            yield Path(name)
+        finally:
+            os.unlink(name)
+
+    def _check_video(self, path: Path, where: str) -> None:
+        try:
+            import av
+        except ImportError:
+            raise APIError(400, f"{where}: this server cannot decode videos; install PyAV (pip install av)", param=where) from None
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise bad_request(f"{where}: the file has no video stream", where, "invalid_video")
+                stream = container.streams.video[0]
+                pixels = int(stream.codec_context.width) * int(stream.codec_context.height)
+        except av.FFmpegError as exc:
+            raise bad_request(f"{where}: the video cannot be decoded ({exc})", where, "invalid_video") from None
+        if pixels > self.max_decode_pixels:
+            raise bad_request(f"{where}: the video's frames are {pixels} pixels, more than this server decodes "
+                              f"({self.max_decode_pixels}; --max-decode-pixels)", where, "video_too_large")
+
+    # ------------------------------------------------------------------ local files
+    def _local(self, url: str, where: str) -> Path:
+        if url.lower().startswith(_REMOTE):
+            raise bad_request(
+                f"{where}: remote URLs are refused (this server makes no outbound requests); "
+                "send the file as a data: URL, or as a local path under --allowed-media-dir",
+                where,
+                "remote_media_refused",
+            )
+        if self.allowed_dir is None:
+            raise APIError(
+                403,
+                f"{where}: local files are not served; start the server with --allowed-media-dir DIR, "
+                "or send the file as a data: URL",
+                param=where,
+                code="local_media_disabled",
+            )
+        raw = url[len("file://"):] if url.startswith("file://") else url
+        if "://" in raw:
+            raise bad_request(f"{where}: unsupported URL scheme in {url[:40]!r} (data: or a local path)", where)
+        try:
+            path = Path(raw).resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise bad_request(f"{where}: {raw} does not exist", where, "media_not_found") from None
+        if not path.is_relative_to(self.allowed_dir) or not path.is_file():
+            raise APIError(403, f"{where}: {raw} is not a file under --allowed-media-dir", param=where, code="media_path_not_allowed")
+        return path
+
+
+def _data_url(url: str, where: str) -> tuple[str, bytes]:
+    """``data:[<media type>][;base64],<data>`` -> (media type, bytes); base64 required."""
+    header, sep, data = url[len("data:"):].partition(",")
+    if not sep:
+        raise bad_request(f"{where}: malformed data URL (no ',')", where, "invalid_data_url")
+    fields = header.split(";")
+    if "base64" not in fields[1:]:
+        raise bad_request(f"{where}: data URLs must be base64 (data:image/png;base64,...)", where, "invalid_data_url")
+    try:
+        payload = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where}: the data URL's base64 is malformed", where, "invalid_base64") from None
+    if not payload:
+        raise bad_request(f"{where}: the data URL is empty", where, "invalid_data_url")
+    return fields[0].strip().lower(), payload

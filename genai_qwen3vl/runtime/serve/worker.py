@@ -1,0 +1,166 @@
+"""og in a process of its own: the generation worker.
+
+onnxruntime-genai 0.18's Python bindings keep the GIL while ``generate_next_token`` runs
+(measured here: a Python thread beside a generator ran once per token, not once per
+millisecond). Generating in the server's process would freeze its event loop for a whole prefill
+(seconds with an image): no ``/health``, no 429, no bytes to any other client. So the og model is
+loaded once, in this worker process; each request is a thread here with its own ``og.Generator``;
+the HTTP process prepares inputs (numpy arrays) and reads tokens back over a pipe.
+
+    HTTP process                                    worker process (og.Model, loaded once)
+    ("start", id, arrays, search options)  ----->   thread: og.Generator, one token at a time
+    ("cancel", id)                         ----->   checked between tokens
+                                           <-----   ("token", id, token)
+                                           <-----   ("done", id, finish, first_token_s, decode_s)
+                                           <-----   ("error", id, message)
+    ("stop",) or the pipe closing          ----->   exits
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("genai_qwen3vl.serve")
+
+
+def worker_main(model_dir: str, conn) -> None:
+    """The worker process: load og's model, then run generations until told to stop."""
+    # Ctrl-C and SIGTERM reach the whole process group; the server drains, then stops us
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        import onnxruntime_genai as og
+
+        from ..processor import named_tensors
+
+        model = og.Model(model_dir)
+    except Exception as exc:  # noqa: BLE001 - og raises RuntimeError, a broken install ImportError: all go back as one line
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready",))
+    send_lock = threading.Lock()
+    cancels: dict[int, threading.Event] = {}
+
+    def send(message) -> None:
+        with send_lock:
+            conn.send(message)
+
+    def generate(job: int, arrays: dict, search: dict, cancel: threading.Event) -> None:
+        try:
+            start = time.perf_counter()
+            params = og.GeneratorParams(model)
+            params.set_search_options(**search)
+            generator = og.Generator(model, params)
+            generator.set_inputs(named_tensors(arrays))
+            first, finish = None, None
+            while not generator.is_done():
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                generator.generate_next_token()
+                first = first or time.perf_counter()
+                send(("token", job, int(generator.get_next_tokens()[0])))
+            del generator
+            end = time.perf_counter()
+            send(("done", job, finish, (first or end) - start, end - (first or end)))
+        except Exception as exc:  # noqa: BLE001 - reported to the client as a 500, logged by the server
+            send(("error", job, f"{type(exc).__name__}: {exc}"))
+        finally:
+            cancels.pop(job, None)
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        if message[0] == "start":
+            _, job, arrays, search = message
+            cancels[job] = threading.Event()
+            threading.Thread(target=generate, args=(job, arrays, search, cancels[job]), daemon=True).start()
+        elif message[0] == "cancel":
+            if message[1] in cancels:
+                cancels[message[1]].set()
+        elif message[0] == "stop":
+            break
+    for event in list(cancels.values()):
+        event.set()
+
+
+class Worker:
+    """The HTTP process's side: starts the worker, sends jobs, hands each message to its job."""
+
+    def __init__(self, model_dir: Path):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of the server's threads
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(str(model_dir), child), name="genai-qwen3vl-og", daemon=True)
+        self.process.start()
+        child.close()
+        self.handlers: dict[int, Callable] = {}
+        self.next_id = 0
+        self.lock = threading.Lock()
+        self.on_death: Callable[[str], None] | None = None
+        self.closing = False
+
+    def wait_ready(self) -> None:
+        """Blocks until og has loaded the model; ValueError with og's message if it cannot."""
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            raise ValueError(f"the generation worker exited (code {self.process.exitcode}) while loading the model") from None
+        if message[0] == "fatal":
+            raise ValueError(f"onnxruntime-genai cannot load it: {message[1]}")
+        threading.Thread(target=self._read, name="worker-reader", daemon=True).start()
+
+    def start(self, arrays: dict, search: dict, handler: Callable) -> int:
+        with self.lock:
+            self.next_id += 1
+            job = self.next_id
+            self.handlers[job] = handler
+            self.conn.send(("start", job, arrays, search))
+        return job
+
+    def cancel(self, job: int) -> None:
+        with self.lock:
+            if job in self.handlers:
+                self.conn.send(("cancel", job))
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            handler = self.handlers.get(message[1])
+            if message[0] in ("done", "error"):
+                with self.lock:
+                    self.handlers.pop(message[1], None)
+            if handler is not None:
+                handler(message[0], message[2:])
+        # the worker died (killed, out of memory): every job still waiting gets an error
+        with self.lock:
+            orphans, self.handlers = list(self.handlers.values()), {}
+        for handler in orphans:
+            handler("error", ("the generation worker died",))
+        if not self.closing:
+            self.process.join(5)
+            log.error("the generation worker died (exit code %s)", self.process.exitcode)
+            if self.on_death:
+                self.on_death(f"the generation worker died (exit code {self.process.exitcode})")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.closing = True
+        try:
+            with self.lock:
+                self.conn.send(("stop",))
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()

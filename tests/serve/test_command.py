@@ -1,0 +1,58 @@
+"""``genai-qwen3vl serve`` as a user starts it: help, and folders it cannot serve refused in one
+line with exit code 2 (before or while loading), never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from genai_qwen3vl.testing.server import free_port
+
+from .conftest import PRESET
+
+
+def _serve(*args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genai_qwen3vl.cli", "serve", *map(str, args), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(proc, *needles) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_help_names_the_endpoints_and_flags():
+    proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl.cli", "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for word in ("/v1/chat/completions", "--max-concurrency", "--max-queue", "--api-key", "GENAI_QWEN3VL_API_KEY", "--allowed-media-dir",
+                 "--timeout", "usage: genai-qwen3vl serve"):
+        assert word in proc.stdout, word
+
+
+def test_a_missing_folder(tmp_path):
+    _one_line_error(_serve(tmp_path / "nothing"), "does not exist", "builder_qwen3vl.py")
+
+
+def test_a_folder_that_is_not_an_export(tmp_path):
+    _one_line_error(_serve(tmp_path), "no genai_config.json")
+
+
+def test_an_export_og_cannot_load_stops_the_server(exported, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported(PRESET), broken)
+    (broken / "model.onnx").unlink()
+    _one_line_error(_serve(broken), "cannot serve", "model.onnx")
+
+
+@pytest.mark.parametrize("flags,needle", [(["--max-model-len", "10000000"], "context"),
+                                          (["--max-image-pixels", "1000000000000"], "checkpoint's limit"),
+                                          (["--allowed-media-dir", "/nonexistent-dir"], "not a folder")])
+def test_bad_options(exported, flags, needle):
+    _one_line_error(_serve(exported(PRESET), *flags), needle)
