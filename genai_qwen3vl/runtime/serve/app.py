@@ -370,7 +370,12 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         eng = engine()
         prepared = await run_in_threadpool(eng.prepare, chat, media, options.limit_images, options.limit_videos)
         await state["slots"].acquire(max(deadline - time.monotonic(), 0.001))
-        job = Job(eng, prepared, state["slots"], metrics)
+        try:
+            job = Job(eng, prepared, state["slots"], metrics)
+        except (OSError, ValueError):  # the worker's pipe is gone (the worker died): the slot goes back
+            state["slots"].release(0.0)
+            raise APIError(503, "the generation worker is not running; the server is shutting down", type="server_error",
+                           code="worker_unavailable") from None
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if chat.stream:
             return StreamingResponse(
