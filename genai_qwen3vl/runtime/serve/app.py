@@ -2,11 +2,12 @@
 
     request --> read body (413 over --max-request-bytes) --> parse (400) --> prepare in a thread
             (template, media, processor, length: 400) --> slot (wait in the queue, 429 when the
-            queue is full, 408 past --timeout) --> og Generator in a worker thread --> tokens
-            --> stop strings / reasoning / tool calls --> JSON or server-sent events
+            queue is full, 408 past --timeout) --> og Generator in the worker process (worker.py)
+            --> tokens, decoded here --> stop strings / reasoning / tool calls --> JSON or
+            server-sent events
 
-The generation slot is freed when the worker thread ends: after the last token, or within one
-token of a client disconnecting, a stop string matching, or the timeout passing.
+The generation slot is freed when the worker reports the generation over: after the last token,
+or within one token of a client disconnecting, a stop string matching, or the timeout passing.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Job:
             finish, first_s, decode_s = payload
             if finish is None:
                 finish = "stop" if self.tokens and self.tokens[-1] in self.engine.eos else "length"
-            outcome = Outcome(self.tokens, finish, first_s, decode_s)
+            outcome = Outcome(finish, first_s, decode_s)
             if finish == "cancelled" and self.abandoned:  # nobody reads the answer: count it here
                 self.metrics.record_generation(len(self.prepared.prompt_ids), len(self.tokens), "cancelled", first_s, decode_s)
             item = ("done", outcome, self.text.flush())
@@ -275,10 +276,9 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
             state["engine"] = engine
             log.info("loaded %s as %r; serving", options.model_dir, options.name)
         except (APIError, ValueError, RuntimeError, OSError) as exc:  # og raises RuntimeError for folders it cannot load
-            state["error"] = exc.message if isinstance(exc, APIError) else str(exc)
-            log.error("cannot serve %s: %s", options.model_dir, state["error"])
-            if on_fatal:
-                on_fatal(state["error"])
+            message = exc.message if isinstance(exc, APIError) else str(exc)
+            log.error("cannot serve %s: %s", options.model_dir, message)
+            fail(message)
 
     async def lifespan(app: FastAPI):
         state["slots"] = Slots(options.max_concurrency, options.max_queue, metrics)
@@ -386,7 +386,8 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
         try:
             answer = Answer(chat, prepared)
-            await _drain(job, answer, deadline)
+            async for _ in _answer_events(job, answer, deadline):
+                pass
         finally:
             watcher.cancel()
             job.abandon()
@@ -420,26 +421,23 @@ def _record(metrics: Metrics, prepared: Prepared, answer: Answer) -> None:
                               outcome.first_token_s if outcome else None, outcome.decode_s if outcome else 0.0)
 
 
-def _timeout_error(job: Job) -> APIError:
-    return APIError(408, "the request ran past --timeout and was stopped", type="timeout_error", code="timeout")
-
-
-async def _drain(job: Job, answer: Answer, deadline: float) -> None:
-    """Runs a job to its end (non-streaming)."""
+async def _answer_events(job: Job, answer: Answer, deadline: float) -> AsyncIterator[tuple[int | None, list]]:
+    """Runs a job to its end: per token (token, events), then (None, the closing events). A stop
+    string ends the generation at the next token; APIError 408 past the deadline, 500 if og failed."""
     while True:
         try:
             item = await job.next(deadline)
         except TimeoutError:
-            raise _timeout_error(job) from None
+            raise APIError(408, "the request ran past --timeout and was stopped", type="timeout_error", code="timeout") from None
         if item[0] == "token":
-            answer.feed(item[1], item[2])
+            yield item[1], answer.feed(item[1], item[2])
             if answer.stop.stopped:
                 job.stop()
         elif item[0] == "done":
-            answer.finish(item[1], item[2])
+            yield None, answer.finish(item[1], item[2])
             return
         else:
-            raise item[1]
+            raise APIError(500, f"generation failed ({type(item[1]).__name__}); the server log has the details", type="server_error")
 
 
 async def _cancel_on_disconnect(request: Request, job: Job) -> None:
@@ -460,11 +458,11 @@ async def _stream(job: Job, chat: ChatRequest, prepared: Prepared, ident: str, c
     response is closed, ``finally`` runs) and frees its slot within one token."""
     answer = Answer(chat, prepared)
 
-    def chunk(delta: dict, finish: str | None = None, token_ids: list[int] | None = None) -> str:
+    def chunk(delta: dict, finish: str | None = None, token_ids: list[int] | None = None, **extra) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         if token_ids is not None:
             choice["token_ids"] = token_ids
-        payload = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name, "choices": [choice]}
+        payload = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name, "choices": [choice], **extra}
         if chat.include_usage:
             payload["usage"] = None
         return _sse(payload)
@@ -483,32 +481,17 @@ async def _stream(job: Job, chat: ChatRequest, prepared: Prepared, ident: str, c
     try:
         first = {"role": "assistant", "content": ""}
         if chat.return_token_ids:
-            first_payload = json.loads(chunk(first, token_ids=[])[6:])
-            first_payload["prompt_token_ids"] = prepared.prompt_ids
-            yield _sse(first_payload)
+            yield chunk(first, token_ids=[], prompt_token_ids=prepared.prompt_ids)
         else:
             yield chunk(first)
-        while True:
-            try:
-                item = await job.next(deadline)
-            except TimeoutError:
-                yield _sse(_timeout_error(job).body())
-                yield "data: [DONE]\n\n"
-                return
-            if item[0] == "token":
-                for text in chunks(answer.feed(item[1], item[2]), [item[1]] if chat.return_token_ids else None):
+        try:
+            async for token, events in _answer_events(job, answer, deadline):
+                for text in chunks(events, [token] if chat.return_token_ids and token is not None else None):
                     yield text
-                if answer.stop.stopped:
-                    job.stop()
-            elif item[0] == "done":
-                for text in chunks(answer.finish(item[1], item[2]), None):
-                    yield text
-                break
-            else:
-                error = APIError(500, f"generation failed ({type(item[1]).__name__}); the server log has the details", type="server_error")
-                yield _sse(error.body())
-                yield "data: [DONE]\n\n"
-                return
+        except APIError as error:  # past the deadline, or og failed: an error event ends the stream
+            yield _sse(error.body())
+            yield "data: [DONE]\n\n"
+            return
         _record(metrics, prepared, answer)
         yield chunk({}, answer.finish_reason)
         if chat.include_usage:

@@ -14,17 +14,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 from ..chat_template import render_chat_template
 from ..processor import Qwen3VLProcessor
-from .errors import APIError, bad_request
+from .errors import bad_request
 from .media import MediaPolicy
 from .protocol import ChatRequest, too_long
 from .worker import Worker
-
-log = logging.getLogger(__name__)
 
 MM_KEYS = ("min_pixels", "max_pixels", "fps")
 MAX_FPS = 60.0
@@ -43,7 +40,8 @@ class Prepared:
 
 @dataclasses.dataclass
 class Outcome:
-    token_ids: list[int]
+    """How a generation ended (its tokens are counted where they are read)."""
+
     finish: str  # stop | length | cancelled
     first_token_s: float | None
     decode_s: float
@@ -212,5 +210,3 @@ def check_model_dir(path: Path) -> None:
     if not (path / "genai_config.json").is_file():
         raise ValueError(f"{path} holds no exported model (no genai_config.json); give the folder written by builder_qwen3vl.py")
 
-
-__all__ = ["APIError", "Engine", "Outcome", "Prepared", "check_model_dir"]
