@@ -301,7 +301,22 @@ def test_event_stream_reader_takes_any_chunking(tab):
     assert tab.errors == []
 
 
-def test_reasoning_errors_and_stop_against_real_servers(tab, scripted_server):
+@pytest.fixture(scope="module")
+def long_server(exported, tmp_path_factory):
+    """The tiny export with a 65536-token context: a forced 60000-token answer streams for many
+    seconds, so that Stop lands in the middle of it on any machine."""
+    from genai_qwen3vl.testing.server import ServerProcess
+
+    from .conftest import PRESET
+
+    with ServerProcess(exported(PRESET), "--max-model-len", str(LONG_CONTEXT), log_dir=tmp_path_factory.mktemp("long_logs")) as server:
+        yield server
+
+
+LONG_CONTEXT = 65536
+
+
+def test_reasoning_errors_and_stop_against_real_servers(tab, scripted_server, long_server):
     """Reasoning from the scripted checkpoint (its answer: reasoning, </think>, a tool call), the
     served model's real 400 for a request over its context, and Stop on a long real answer."""
     page, expect = tab.page, _expect()
@@ -319,7 +334,7 @@ def test_reasoning_errors_and_stop_against_real_servers(tab, scripted_server):
     expect(answer.locator("tool_call")).to_have_count(0)  # model text as text, never as HTML
     expect(message.locator(".usage")).to_contain_text(USAGE_LINE)
 
-    served = tab.served
+    served = long_server
     page.goto(f"{served.base_url}/")
     expect(page.locator("#model-name")).to_have_attribute("data-state", "ok")
     # the server's own 400 (over the context): its message in the conversation, the prompt given back
@@ -337,7 +352,7 @@ def test_reasoning_errors_and_stop_against_real_servers(tab, scripted_server):
         route.continue_(post_data=json.dumps({**body, "min_tokens": body["max_tokens"]}))
 
     page.route("**/v1/chat/completions", long_answer)
-    page.fill("#max-tokens", "8000")
+    page.fill("#max-tokens", str(LONG_CONTEXT - 1000))
     page.fill("#prompt", "Write a poem.")
     page.click("#send")
     expect(page.locator("#messages .answer").nth(1)).not_to_have_text("")
