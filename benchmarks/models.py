@@ -1,4 +1,5 @@
-"""Random checkpoints with Qwen3-VL-2B's real widths, cut to a chosen depth, built once and cached."""
+"""Random checkpoints with Qwen3-VL-2B's and Qwen3-VL-30B-A3B's real widths, cut to a chosen depth,
+built once and cached."""
 
 from __future__ import annotations
 
@@ -35,6 +36,36 @@ def qwen3vl_2b_shape(layers: int = 28, vision_layers: int = 24) -> TinyPreset:
         text={**QWEN3VL_2B.text, "num_hidden_layers": layers},
         vision={**QWEN3VL_2B.vision, "depth": depth, "deepstack_visual_indexes": deepstack},
         extra_vocab=151936 - 438,  # the tiny tokenizer has 438 entries; the model keeps 2B's vocab
+    )
+
+
+# Qwen3-VL-30B-A3B-Instruct: text 2048 wide, 48 layers, 32 heads / 4 kv heads of 128, 128 experts
+# of 768 (top 8) on every layer, vocab 151936, untied; vision as released: 1152 wide, 27 blocks,
+# 16 heads, MLP 4304, DeepStack after 8/16/24.
+QWEN3VL_30B_A3B = TinyPreset(
+    "qwen3vl-30b-a3b-shape",
+    text=dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
+              num_hidden_layers=48, mrope_section=(24, 20, 20), tie_word_embeddings=False),
+    vision=dict(hidden_size=1152, num_heads=16, intermediate_size=4304, depth=27, deepstack_visual_indexes=(8, 16, 24),
+                num_position_embeddings=2304),
+    pixels=(65536, 16777216),
+    hub_layout=True,
+    moe=dict(num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, decoder_sparse_step=1, mlp_only_layers=[]),
+    extra_vocab=151936 - 438,
+)
+
+
+def qwen3vl_30b_a3b_shape(layers: int = 48, vision_layers: int = 27) -> TinyPreset:
+    """The 30B-A3B shape with ``layers`` text layers (every one with experts) and
+    ``vision_layers`` vision blocks (DeepStack indexes scaled into the shorter tower; with fewer
+    than 3 text layers, as many DeepStack feature sets as there are layers to take them)."""
+    depth = vision_layers
+    deepstack = tuple(sorted({min(depth - 1, round(i * depth / 27)) for i in (8, 16, 24)}))[:layers]
+    return dataclasses.replace(
+        QWEN3VL_30B_A3B,
+        name=f"qwen3vl-30b-a3b-shape-L{layers}-V{vision_layers}",
+        text={**QWEN3VL_30B_A3B.text, "num_hidden_layers": layers},
+        vision={**QWEN3VL_30B_A3B.vision, "depth": depth, "deepstack_visual_indexes": deepstack},
     )
 
 

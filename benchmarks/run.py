@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 VISION_SIZES = {"448x448": (448, 448), "1280x720": (720, 1280)}
 TTFT_IMAGE = (720, 1280)  # 880 image tokens + the chat text: about 1000 prompt tokens
 DECODE_PROMPT_TOKENS = 128
+PREFILL_PROMPT_TOKENS = 512  # the text prompt of the mixture-of-experts prefill measurement
 DECODE_STEPS = 32
 
 
@@ -170,6 +171,16 @@ def measure_og(kind: str, model_dir: str, repeats: int) -> dict:
 
         seconds = _median_time(first, repeats)
         return {"ms": seconds * 1000, "prompt_tokens": state["n"], "peak_gb": _peak_gb()}
+    if kind == "prefill":
+        start = _og_generator(model_dir, _chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS)), [], 1)
+        state = {}
+
+        def first():
+            generator, state["n"] = start()
+            generator.generate_next_token()
+
+        seconds = _median_time(first, repeats)
+        return {"ms": seconds * 1000, "prompt_tokens": state["n"], "peak_gb": _peak_gb()}
     prompt = _chat_prompt(model_dir, False, _long_text(model_dir, DECODE_PROMPT_TOKENS))
     start = _og_generator(model_dir, prompt, [], DECODE_STEPS + 1)
     rates = []
@@ -186,19 +197,30 @@ def measure_og(kind: str, model_dir: str, repeats: int) -> dict:
 def measure_hf(kind: str, model_dir: str, checkpoint: str, repeats: int) -> dict:
     import torch
     from PIL import Image
-    from transformers import AutoImageProcessor, AutoProcessor, Qwen3VLForConditionalGeneration
+    from transformers import AutoImageProcessor, AutoProcessor
 
+    from genai_qwen3vl.model.spec import Qwen3VLSpec
     from genai_qwen3vl.testing.media import make_picture
 
     torch.set_num_threads(os.cpu_count() or 1)
     model_dir = Path(model_dir)
-    attn = "sdpa" if kind == "ttft" else "eager"
-    model = Qwen3VLForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn).eval()
+    attn = "sdpa" if kind in ("ttft", "prefill") else "eager"
+    arch = Qwen3VLSpec.from_checkpoint(checkpoint).arch  # Qwen3VL or Qwen3VLMoe ForConditionalGeneration
+    model = arch.transformers_class(arch.hf_class).from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
     processor.image_processor = AutoImageProcessor.from_pretrained(checkpoint, backend="pil")
     if kind == "ttft":
         prompt = _chat_prompt(model_dir, True, "Describe this image in detail.")
         enc = processor(text=[prompt], images=[Image.fromarray(make_picture(*TTFT_IMAGE, 2))], return_tensors="pt")
+
+        def first():
+            with torch.no_grad():
+                model.generate(**enc, max_new_tokens=1, do_sample=False)
+
+        seconds = _median_time(first, repeats)
+        return {"ms": seconds * 1000, "prompt_tokens": int(enc["input_ids"].shape[1]), "peak_gb": _peak_gb()}
+    if kind == "prefill":
+        enc = processor(text=[_chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS))], return_tensors="pt")
 
         def first():
             with torch.no_grad():
@@ -388,6 +410,98 @@ def run(layers: int, vision_layers: int, repeats: int, workdir: Path) -> dict:
     return results
 
 
+def run_moe(depths: list[int], repeats: int, workdir: Path) -> dict:
+    """Qwen3-VL-30B-A3B's widths cut to ``depths`` text layers (vision as released): export time
+    and peak RSS, decode tokens/s (og fp32, og int4, transformers fp32) and a text prefill, per
+    depth; then what the full 48 layers would need, extrapolated linearly in the depth."""
+    import shutil
+
+    from benchmarks.export_memory import measure as measure_export
+    from benchmarks.models import cached_checkpoint, checkpoint_bytes, qwen3vl_30b_a3b_shape
+
+    results: dict = {"config": {"shape": "qwen3vl-30b-a3b", "depths": depths, "threads": os.cpu_count()}, "depths": {}}
+    for depth in depths:
+        ckpt = cached_checkpoint(qwen3vl_30b_a3b_shape(depth))
+        r: dict = {"checkpoint_gb": checkpoint_bytes(ckpt) / 2**30, "export": {}}
+        print(f"checkpoint: {ckpt.name} ({r['checkpoint_gb']:.2f} GB bf16)", flush=True)
+        for precision in ("int4", "fp32"):
+            e = measure_export(ckpt, precision, keep=workdir / precision)
+            r["export"][precision] = e
+            print(f"  export {precision}: {e['seconds']} s, peak RSS {e['peak_rss_gb']} GB "
+                  f"(decoder stage {e['stage_peak_rss_gb'].get('decoder')} GB), output {e['output_gb']} GB", flush=True)
+        fp32, int4 = workdir / "fp32", workdir / "int4"
+        og_int4 = child("og", "decode", str(int4), repeats)
+        og_fp32 = child("og", "decode", str(fp32), repeats)
+        hf = child("hf", "decode", str(fp32), str(ckpt), repeats)
+        r["decode_tokens_per_s"] = {"og_fp32": og_fp32["tokens_per_s"], "og_int4": og_int4["tokens_per_s"], "hf_fp32": hf["tokens_per_s"]}
+        r["peak_decode_gb"] = {"og_fp32": og_fp32["peak_gb"], "og_int4": og_int4["peak_gb"], "hf_fp32": hf["peak_gb"]}
+        print("  decode tok/s: " + ", ".join(f"{k} {v:.2f}" for k, v in r["decode_tokens_per_s"].items()), flush=True)
+        prefill = {"og_int4": child("og", "prefill", str(int4), repeats), "og_fp32": child("og", "prefill", str(fp32), repeats),
+                   "hf_fp32": child("hf", "prefill", str(fp32), str(ckpt), repeats)}
+        r["prefill_ms"] = {k: v["ms"] for k, v in prefill.items()}
+        r["prefill_tokens"] = prefill["og_int4"]["prompt_tokens"]
+        print(f"  prefill ({r['prefill_tokens']} tokens) ms: " + ", ".join(f"{k} {v:.0f}" for k, v in r["prefill_ms"].items()), flush=True)
+        r["decoder_weight_bytes"] = {"fp32": weight_bytes(fp32 / "model.onnx"), "int4": weight_bytes(int4 / "model.onnx")}
+        results["depths"][str(depth)] = r
+        shutil.rmtree(fp32)
+        shutil.rmtree(int4)
+    results["full_depth"] = extrapolate(results["depths"], 48)
+    return results
+
+
+def extrapolate(by_depth: dict, layers: int) -> dict:
+    """Linear in the number of text layers through the two deepest measurements: seconds per
+    decoded token, output size, decode peak RSS; the export's peak RSS as measured (it streams)."""
+    (d1, a), (d2, b) = sorted(((int(k), v) for k, v in by_depth.items()))[-2:]
+
+    def line(x1: float, x2: float) -> float:
+        return x1 + (x2 - x1) * (layers - d1) / (d2 - d1)
+
+    full: dict = {"layers": layers, "decode_tokens_per_s": {}, "peak_decode_gb": {}, "output_gb": {}, "export_peak_rss_gb": {}}
+    for key in a["decode_tokens_per_s"]:
+        full["decode_tokens_per_s"][key] = 1 / line(1 / a["decode_tokens_per_s"][key], 1 / b["decode_tokens_per_s"][key])
+        full["peak_decode_gb"][key] = line(a["peak_decode_gb"][key], b["peak_decode_gb"][key])
+    for precision in a["export"]:
+        full["output_gb"][precision] = line(a["export"][precision]["output_gb"], b["export"][precision]["output_gb"])
+        full["export_peak_rss_gb"][precision] = max(a["export"][precision]["peak_rss_gb"], b["export"][precision]["peak_rss_gb"])
+    full["checkpoint_gb"] = line(a["checkpoint_gb"], b["checkpoint_gb"])
+    return full
+
+
+def moe_markdown(results: dict) -> str:
+    c, full = results["config"], results["full_depth"]
+    lines = [
+        f"Random checkpoint with Qwen3-VL-30B-A3B's widths (2048 wide, 128 experts of 768, top 8, 32 heads / 4 kv heads; "
+        f"vision as released, 27 blocks), cut to {' and '.join(map(str, c['depths']))} text layers; {c['threads']} CPU threads; "
+        "medians after warm-up, all measured in one run.",
+        "",
+        "| text layers | checkpoint (bf16) | export int4: time, peak RSS (decoder stage) | export fp32: time, peak RSS (decoder stage) "
+        "| decode tok/s og int4 | og fp32 | transformers fp32 | og fp32 / transformers | prefill og int4 | og fp32 | transformers fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for depth, r in results["depths"].items():
+        e4, e32, d, p = r["export"]["int4"], r["export"]["fp32"], r["decode_tokens_per_s"], r["prefill_ms"]
+        x4, x32 = e4["stage_peak_rss_gb"].get("decoder"), e32["stage_peak_rss_gb"].get("decoder")
+        lines.append(
+            f"| {depth} | {r['checkpoint_gb']:.2f} GB | {e4['seconds']:.0f} s, {e4['peak_rss_gb']} GB ({x4} GB) "
+            f"| {e32['seconds']:.0f} s, {e32['peak_rss_gb']} GB ({x32} GB) "
+            f"| {d['og_int4']:.2f} | {d['og_fp32']:.2f} | {d['hf_fp32']:.2f} | {d['og_fp32'] / d['hf_fp32']:.2f}x "
+            f"| {p['og_int4']:.0f} ms | {p['og_fp32']:.0f} ms | {p['hf_fp32']:.0f} ms |"
+        )
+    d, m, o, x = full["decode_tokens_per_s"], full["peak_decode_gb"], full["output_gb"], full["export_peak_rss_gb"]
+    lines += [
+        "",
+        f"Prefill: a {next(iter(results['depths'].values()))['prefill_tokens']}-token text prompt, time to the first token.",
+        "",
+        f"Extrapolated to the full {full['layers']} layers (linear in the depth through the measurements above): "
+        f"checkpoint {full['checkpoint_gb']:.1f} GB; int4 export {o['int4']:.1f} GB on disk, decoding at "
+        f"{d['og_int4']:.2f} tokens/s in {m['og_int4']:.1f} GB; fp32 export {o['fp32']:.1f} GB, {d['og_fp32']:.2f} tokens/s "
+        f"in {m['og_fp32']:.1f} GB (transformers fp32 {d['hf_fp32']:.2f} tokens/s in {m['hf_fp32']:.1f} GB). The export's "
+        f"peak RSS does not grow with the depth: int4 {x['int4']} GB, fp32 {x['fp32']} GB.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results: dict) -> str:
     c, v, t, d, r, q = (results[k] for k in ("config", "vision_by_size", "ttft_ms", "decode_tokens_per_s", "roofline", "ratios"))
     lines = [
@@ -465,7 +579,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
+    parser.add_argument(
+        "--moe",
+        type=int,
+        nargs="*",
+        metavar="LAYERS",
+        help="instead: the Qwen3-VL-30B-A3B shape cut to these depths (default 2 4), extrapolated to 48 layers "
+        "(with --docs: docs/moe_benchmarks.md)",
+    )
     args = parser.parse_args()
+    if args.moe is not None:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-bench-moe-") as work:
+            results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
+        results["benchmark_seconds"] = round(time.perf_counter() - start)
+        print(moe_markdown(results))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+        if args.docs:
+            (ROOT / "docs" / "moe_benchmarks.md").write_text("# Benchmarks: Qwen3-VL-MoE\n\n" + moe_markdown(results))
+        return
     layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
     repeats = args.repeats or (3 if args.quick else 5)
     start = time.perf_counter()

@@ -12,10 +12,12 @@ import pytest
 
 from genai_qwen3vl.model.precisions import Target
 from genai_qwen3vl.testing.media import make_picture
-from genai_qwen3vl.testing.tiny import PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
+from genai_qwen3vl.testing.tiny import MOE_PRESETS, PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
 
 # Presets every CPU parity test runs on (see genai_qwen3vl/testing/tiny.py for their dimensions).
 ALL_PRESETS = tuple(PRESETS)
+# Qwen3-VL-MoE presets: tests/verify/test_moe.py checks every artifact of both CPU targets on each
+MOE_PRESET_NAMES = tuple(MOE_PRESETS)
 
 _PARITY_RESULTS: list[tuple[str, str]] = []
 # (artifact, target flags, preset) of every parity test that passed in this session

@@ -14,7 +14,7 @@ import pytest
 
 from genai_qwen3vl.model.precisions import ARTIFACTS, TARGETS, Target
 
-from .conftest import ALL_PRESETS, PASSED_PARITY, cuda_available
+from .conftest import ALL_PRESETS, MOE_PRESET_NAMES, PASSED_PARITY, cuda_available
 
 TESTS = Path(__file__).parent
 
@@ -42,9 +42,10 @@ def test_every_artifact_target_and_preset_has_a_passing_parity_test(request):
         pytest.skip("the guard judges the whole suite; run `pytest tests` without -k/-m or file selections")
     missing = []
     for target in TARGETS:
-        # CPU targets: every artifact on every tiny preset
+        # CPU targets: every artifact on every tiny preset, Qwen3-VL and Qwen3-VL-MoE
         if target.provider == "cpu":
-            missing += [(a, target.flags, p) for a in ARTIFACTS for p in ALL_PRESETS if not _covered(a, target, p)]
+            presets = ALL_PRESETS + MOE_PRESET_NAMES
+            missing += [(a, target.flags, p) for a in ARTIFACTS for p in presets if not _covered(a, target, p)]
         # every target: every artifact this machine can check, on some preset
         checkable = ARTIFACTS if cuda_available() else target.cpu_checkable
         missing += [(a, target.flags, "any") for a in checkable if not _covered(a, target)]

@@ -3,7 +3,8 @@ changes: DeepStack (``deepstack.py``) and, by default, trimmed prefill logits (`
 
 int4 on CPU: og's builder writes the fp32 decoder (it streams the weights to disk) and
 ``quantize.quantize_int4`` turns it into og's int4 graph one weight at a time, instead of og's
-own quantization pass, which holds the whole fp32 model in memory.
+own quantization pass, which holds the whole fp32 model in memory. A mixture-of-experts
+decoder's experts come out of og's builder already as 4-bit QMoE (``moe.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,8 @@ def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_d
     """Write ``model.onnx`` (+ ``.data``) into ``out_dir``; ``work_dir`` holds og's intermediate files."""
     target = options.target
     view = text_only_view(checkpoint_dir, work_dir)
-    og_options = og_builder_options(options)
-    if target.streaming_int4:
-        og_precision, og_extra = "fp32", {k: v for k, v in og_options.items() if k == "hf_remote"}
-    else:
-        og_precision, og_extra = options.precision, og_options
+    og_precision = "fp32" if target.streaming_int4 else options.precision
+    og_extra = og_builder_options(options, experts=spec.text.experts is not None)
     og_dir = run_og_builder(view, work_dir, og_precision, options.execution_provider, og_extra, spec.arch)
     src = og_dir / "model.onnx"
     if not src.is_file():

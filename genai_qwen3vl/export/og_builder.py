@@ -10,7 +10,10 @@ what og gets wrong for Qwen-VL decoders:
   packed ``Attention`` op, whose Qwen-VL path writes no KV cache: the graph declares
   ``present.*`` outputs nothing produces and onnxruntime refuses to load it. Ours falls back to
   ``MultiHeadAttention`` instead, which keeps the cache (og then runs it without a shared
-  past/present buffer, see ``Target.attention_op``).
+  past/present buffer, see ``Target.attention_op``);
+* og's builder has no Qwen3-VL-MoE: for an architecture with experts ours also writes the
+  expert layers (``moe.py``), and og is told the architecture it dispatches on
+  (``Architecture.og_dispatch_as``).
 """
 
 from __future__ import annotations
@@ -32,10 +35,22 @@ from .page_release import released_file_pages
 OG_BUILDER = "onnxruntime_genai.models.builder"
 
 
-def og_builder_options(options) -> dict[str, str]:
-    """Our typed options as og's builder ``extra_options``."""
+def og_builder_options(options, experts: bool = False) -> dict[str, str]:
+    """Our typed options as og's builder ``extra_options`` for the decoder of a checkpoint (with
+    ``experts``: a mixture-of-experts one). For CPU int4 og writes fp32 MatMuls, which our
+    streaming quantizer turns into MatMulNBits; the experts it quantizes itself (QMoE)."""
     extra: dict[str, str] = {"hf_remote": "true" if options.trust_remote_code else "false"}
-    if options.accuracy_level is not None:
+    if options.accuracy_level is None:
+        return extra
+    if experts:
+        extra["moe_quant_type"] = "int4"
+        extra["qmoe_block_size"] = str(options.int4_block_size)
+        if options.execution_provider == "cuda":
+            # og would ship the experts prepacked for one GPU generation's CUTLASS kernel (and only
+            # for widths that tile as it wants); raw blocks are laid out by onnxruntime's QMoE
+            # PrePack when the session loads them, for the GPU it runs on
+            extra["qmoe_weights_prepacked"] = "0"
+    if not options.target.streaming_int4:
         extra["block_size"] = str(options.int4_block_size)
         extra["accuracy_level"] = str(options.accuracy_level)
     return extra
@@ -60,13 +75,18 @@ def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
 def builder_class(arch: Architecture) -> type:
     """Our decoder builder class for ``arch``: og's class for it, with the changes above."""
     importlib.import_module(OG_BUILDER)  # puts og's `builders` package on sys.path
-    base = getattr(importlib.import_module(arch.og_builder_module), arch.og_builder_class)
+    bases = (getattr(importlib.import_module(arch.og_builder_module), arch.og_builder_class),)
+    if arch.experts is not None:
+        from .moe import moe_builder_mixin
 
-    class DecoderBuilder(base):
+        bases = (moe_builder_mixin(arch), *bases)
+
+    class DecoderBuilder(*bases):
         def is_packed_attn_supported(self) -> bool:
             return False
 
-    DecoderBuilder.__name__ = DecoderBuilder.__qualname__ = f"GenaiQwen3VL{arch.og_builder_class}"
+    kind = "Moe" if arch.experts is not None else ""
+    DecoderBuilder.__name__ = DecoderBuilder.__qualname__ = f"GenaiQwen3VL{kind}{arch.og_builder_class}"
     return DecoderBuilder
 
 
@@ -111,6 +131,8 @@ def run_og_builder(
     try:
         with captured_output("onnxruntime-genai builder"), released_file_pages(weights), dispatch:
             parsed = og.parse_extra_options(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv)
+            if arch is not None and arch.og_dispatch_as:
+                parsed["hf_details"]["hf_config"].architectures = [arch.og_dispatch_as]
             og.create_model(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), **parsed)
     except Exception as exc:  # whatever og's builder raised, reported as its failure, with its type and text
         raise Qwen3VLExportError(f"onnxruntime-genai's builder failed on the text decoder: {type(exc).__name__}: {exc}") from exc

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from ..errors import OptionsError
 from ..model import io_contract
+from ..model.precisions import QMOE_BLOCK_SIZES
 from ..model.spec import Qwen3VLSpec
 from . import configs
 from .checkpoint import copy_checkpoint_files, resolve_checkpoint, write_json
@@ -36,6 +37,31 @@ def stage(index: int, total: int, name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     log.info("[%d/%d] %s done in %.1f s", index, total, name, time.perf_counter() - start)
+
+
+def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) -> None:
+    """Log the expert layers; refuse expert tensors that do not fit the config, and block sizes
+    QMoE lacks, before anything is exported."""
+    experts = spec.text.experts
+    if experts is None:
+        return
+    log.info(
+        "  experts: %d of width %d, top %d, on text layers %s",
+        experts.num_experts,
+        experts.intermediate_size,
+        experts.top_k,
+        list(experts.expert_layers(spec.text.num_hidden_layers)),
+    )
+    from .moe import CheckpointTensors
+
+    CheckpointTensors(checkpoint, spec.arch.experts).check_experts(
+        experts.expert_layers(spec.text.num_hidden_layers), experts.intermediate_size, spec.text.hidden_size, experts.num_experts
+    )
+    if options.target.quantized and options.int4_block_size not in QMOE_BLOCK_SIZES:
+        raise OptionsError(
+            f"--int4_block_size {options.int4_block_size} is not available for {spec.architecture}: onnxruntime's "
+            f"4-bit QMoE experts take block sizes {', '.join(map(str, QMOE_BLOCK_SIZES))}; choose one of them"
+        )
 
 
 def _check_output(options: ExportOptions) -> Path:
@@ -112,6 +138,7 @@ def run(options: ExportOptions) -> Path:
             spec.vision.depth,
             list(spec.vision.deepstack_visual_indexes),
         )
+        _check_experts(checkpoint, spec, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_staging(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{out.name}-", dir=out.parent))

@@ -26,6 +26,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 _ALIGN = 64
+# MatMuls left in float: a mixture-of-experts router (its logits pick the experts; 4-bit router
+# weights would flip near-tied choices, and the router is 0.2% of an expert layer's weights)
+KEEP_FLOAT = ("/moe/router/MatMul",)
 
 
 class _DataWriter:
@@ -103,15 +106,26 @@ def read_initializers(model: onnx.ModelProto, folder: Path, names) -> dict[str, 
             handle.close()
 
 
+def _set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
+    for attr in node.attribute:
+        if attr.name == name:
+            attr.i = value
+            return
+    node.attribute.append(helper.make_attribute(name, value))
+
+
 def quantize_int4(
     src_model: Path,
     dst_model: Path,
     block_size: int = 32,
     accuracy_level: int = 4,
     is_symmetric: bool = True,
+    keep_float: tuple[str, ...] = KEEP_FLOAT,
 ) -> Path:
     """Write ``dst_model`` (+ ``<name>.data``): ``src_model`` with every MatMul on a constant
-    float32 [K, N] weight replaced by an int4 ``MatMulNBits``."""
+    float32 [K, N] weight replaced by an int4 ``MatMulNBits``, except the MatMuls whose names
+    end with one of ``keep_float``. ``QMoE`` nodes (experts og's builder quantized) get the same
+    ``accuracy_level``."""
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
     src_model, dst_model = Path(src_model), Path(dst_model)
@@ -126,7 +140,11 @@ def quantize_int4(
     new_nodes = []
     try:
         for node in graph.node:
+            if node.op_type == "QMoE" and accuracy_level:
+                _set_int_attribute(node, "accuracy_level", accuracy_level)
             weight = inits.get(node.input[1]) if node.op_type == "MatMul" and node.domain == "" else None
+            if weight is not None and node.name.endswith(keep_float):
+                weight = None
             if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
                 new_nodes.append(node)
                 continue

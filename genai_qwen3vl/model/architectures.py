@@ -5,8 +5,10 @@ live in a checkpoint, which onnxruntime-genai builder class writes its decoder, 
 type the folder declares, which tokens mark images and videos, and how og's decoder weights map
 back to transformers' parameters (for checking int4 graphs against dequantized weights).
 
-Adding an architecture (e.g. Qwen3-VL-MoE) means one new ``Architecture`` in ``ARCHITECTURES``
-plus what is really new for it (its expert layers), and its parity tests; see the README.
+Adding an architecture means one new ``Architecture`` in ``ARCHITECTURES`` plus what is really
+new for it, and its parity tests; see the README. Qwen3-VL-MoE is the example: its entry differs
+in its classes and its ``experts`` (where the expert tensors lie); what is new, the expert
+layers of the decoder, is ``export/moe.py``, a mixin of og's builder class.
 
 Pure data: importing this module imports neither torch nor transformers.
 """
@@ -18,6 +20,27 @@ import importlib
 from types import ModuleType
 
 from ..errors import CheckpointError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertLayers:
+    """Where a mixture-of-experts checkpoint keeps its expert layers (``{i}``: the text layer).
+
+    ``gate_up`` is the experts' stacked [gate | up] projection and ``down`` their output
+    projection: transformers holds them as [E, 2I, H] and [E, H, I]; the hub files hold them
+    transposed, [E, H, 2I] and [E, I, H], and transformers transposes on load where the shape
+    says so. ``router`` is the [E, H] router weight."""
+
+    gate_up: str = "model.language_model.layers.{i}.mlp.experts.gate_up_proj"
+    down: str = "model.language_model.layers.{i}.mlp.experts.down_proj"
+    router: str = "model.language_model.layers.{i}.mlp.gate.weight"
+    # transformers' parameter names of the same tensors (in its [E, 2I, H] / [E, H, I] layout)
+    hf_gate_up: str = "model.language_model.layers.{i}.mlp.experts.gate_up_proj"
+    hf_down: str = "model.language_model.layers.{i}.mlp.experts.down_proj"
+
+    def is_expert_weight(self, name: str) -> bool:
+        """Whether a checkpoint tensor is an expert tensor (read one layer at a time, never all)."""
+        return ".mlp.experts." in name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +71,11 @@ class Architecture:
     vision_end_token: str = "<|vision_end|>"
     # onnxruntime-extensions image pipeline template in processor_configs/
     processor_template: str = "qwen3_vl_image_processor.json"
+    # mixture-of-experts text layers (their decoder layers come from export/moe.py); None: dense
+    experts: ExpertLayers | None = None
+    # the architecture og's create_model is told, where og's builder knows this one by another
+    # name (it dispatches on config.architectures[0]); None: hf_class
+    og_dispatch_as: str | None = None
 
     def transformers(self) -> ModuleType:
         """transformers' modeling module for this architecture (imports torch and transformers)."""
@@ -84,7 +112,24 @@ QWEN3_VL = Architecture(
     og_lm_head_weight="lm_head.MatMul.weight",
 )
 
-ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL,)}
+# Qwen3-VL-MoE (30B-A3B, 235B-A22B): Qwen3-VL's vision tower, attention and DeepStack, with
+# expert layers (softmax over all experts, top-k, renormalised) on the layers its config names.
+# og's runtime knows no qwen3_vl_moe type and needs none: the folder runs as a qwen3_vl one. og's
+# builder knows no Qwen3VLMoe either: it is told Qwen3VLForConditionalGeneration and builds with
+# our MoE builder class (export/og_builder.py).
+QWEN3_VL_MOE = dataclasses.replace(
+    QWEN3_VL,
+    hf_class="Qwen3VLMoeForConditionalGeneration",
+    transformers_module="transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe",
+    config_class="Qwen3VLMoeConfig",
+    vision_class="Qwen3VLMoeVisionModel",
+    vision_attention_class="Qwen3VLMoeVisionAttention",
+    vision_patch_embed_class="Qwen3VLMoeVisionPatchEmbed",
+    experts=ExpertLayers(),
+    og_dispatch_as="Qwen3VLForConditionalGeneration",
+)
+
+ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL, QWEN3_VL_MOE)}
 
 
 def architecture(name: str, where: str = "config.json") -> Architecture:
@@ -99,7 +144,11 @@ def architecture(name: str, where: str = "config.json") -> Architecture:
 
 
 def architecture_of_og_type(og_model_type: str, where: str = "genai_config.json") -> Architecture:
-    """The registry entry whose folders declare ``og_model_type`` (what the runtime reads)."""
+    """The registry entry whose folders declare ``og_model_type`` (what the runtime reads).
+
+    Several entries may declare one type (Qwen3-VL and Qwen3-VL-MoE both run as og's
+    ``qwen3_vl``); the first is returned. What the runtime reads from it (marker tokens, the
+    processor template) must then agree between them: ``tests/model/test_spec.py`` checks it."""
     for arch in ARCHITECTURES.values():
         if arch.og_model_type == og_model_type:
             return arch

@@ -20,6 +20,8 @@ DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FLOAT_DTYPES = tuple(DTYPE_NAMES)
 EXECUTION_PROVIDERS = ("cpu", "cuda")
 INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
+# mixture-of-experts checkpoints: onnxruntime's 4-bit QMoE kernels take these block sizes only
+QMOE_BLOCK_SIZES = (32, 64, 128)
 INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 DEFAULT_INT4_BLOCK_SIZE = 32
 ARTIFACTS = ("vision", "embedding", "decoder", "end_to_end")

@@ -18,6 +18,25 @@ from .processor_settings import FrameSampling, PixelSettings, image_settings, vi
 
 
 @dataclasses.dataclass(frozen=True)
+class ExpertSpec:
+    """The mixture-of-experts part of a Qwen3-VL-MoE text config. A text layer ``i`` routes
+    through experts when ``i`` is not in ``mlp_only_layers`` and ``(i + 1) % decoder_sparse_step
+    == 0`` (transformers' rule); the others have a dense MLP of ``TextSpec.intermediate_size``."""
+
+    num_experts: int
+    top_k: int  # num_experts_per_tok
+    intermediate_size: int  # moe_intermediate_size: each expert's width
+    decoder_sparse_step: int
+    mlp_only_layers: tuple[int, ...]
+
+    def is_expert_layer(self, layer: int) -> bool:
+        return layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0
+
+    def expert_layers(self, num_layers: int) -> tuple[int, ...]:
+        return tuple(i for i in range(num_layers) if self.is_expert_layer(i))
+
+
+@dataclasses.dataclass(frozen=True)
 class TextSpec:
     hidden_size: int
     num_hidden_layers: int
@@ -31,6 +50,7 @@ class TextSpec:
     mrope_section: tuple[int, ...]
     mrope_interleaved: bool
     max_position_embeddings: int
+    experts: ExpertSpec | None = None  # Qwen3-VL-MoE; None for dense Qwen3-VL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +156,7 @@ class Qwen3VLSpec:
                     problems.append(f"{kind} processor {name}={getattr(p, name)} != vision config {name}={getattr(v, name)}")
             if p.merge_size != v.spatial_merge_size:
                 problems.append(f"{kind} processor merge_size={p.merge_size} != vision spatial_merge_size={v.spatial_merge_size}")
+        problems += _expert_problems(self.arch, t)
         if problems:
             raise CheckpointError("the checkpoint's configuration is inconsistent: " + "; ".join(problems))
 
@@ -224,7 +245,45 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
         mrope_section=tuple(int(x) for x in section),
         mrope_interleaved=bool(rope.get("mrope_interleaved", True)),
         max_position_embeddings=int(t.get("max_position_embeddings", 262144)),
+        experts=_expert_spec(t),
     )
+
+
+def _expert_spec(t: dict) -> ExpertSpec | None:
+    experts = t.get("num_experts", t.get("num_local_experts"))
+    if experts is None:
+        return None
+    only = t.get("mlp_only_layers") or []
+    if not isinstance(only, (list, tuple)):
+        raise CheckpointError(f"config.json text_config mlp_only_layers must be a list of layer numbers, got {only!r}")
+    return ExpertSpec(
+        num_experts=int(experts),
+        top_k=int(_need(t, "num_experts_per_tok", "text_config")),
+        intermediate_size=int(_need(t, "moe_intermediate_size", "text_config")),
+        decoder_sparse_step=int(t.get("decoder_sparse_step", 1)),
+        mlp_only_layers=tuple(int(i) for i in only),
+    )
+
+
+def _expert_problems(arch: Architecture, t: TextSpec) -> list[str]:
+    e = t.experts
+    if arch.experts is None:
+        return [f"{arch.hf_class} has no experts, but text_config sets num_experts={e.num_experts}"] if e else []
+    if e is None:
+        return [f"{arch.hf_class} needs text_config num_experts (or num_local_experts), num_experts_per_tok and moe_intermediate_size"]
+    problems = []
+    if e.num_experts < 1:
+        problems.append(f"num_experts={e.num_experts} must be at least 1")
+    if not 1 <= e.top_k <= e.num_experts:
+        problems.append(f"num_experts_per_tok={e.top_k} must lie in [1, num_experts={e.num_experts}]")
+    if e.intermediate_size < 1:
+        problems.append(f"moe_intermediate_size={e.intermediate_size} must be at least 1")
+    if e.decoder_sparse_step < 1:
+        problems.append(f"decoder_sparse_step={e.decoder_sparse_step} must be at least 1")
+    outside = [i for i in e.mlp_only_layers if not 0 <= i < t.num_hidden_layers]
+    if outside:
+        problems.append(f"mlp_only_layers {outside} lie outside the {t.num_hidden_layers} text layers")
+    return problems
 
 
 def _vision_spec(v: dict) -> VisionSpec:

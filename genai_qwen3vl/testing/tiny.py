@@ -9,7 +9,9 @@ Qwen's special tokens (trained on the spot), ``tokenizer_config.json``, the chat
 The presets use awkward dimensions on purpose: ``heads * head_dim != hidden``, GQA,
 uneven ``mrope_section``, adjacent and non-adjacent DeepStack indexes, tied and untied
 embeddings. Their chat template follows Qwen3-VL-Instruct's (tools, tool calls, tool responses);
-a preset may take Qwen3-VL-Thinking's instead.
+a preset may take Qwen3-VL-Thinking's instead. ``MOE_PRESETS`` are Qwen3-VL-MoE checkpoints
+(``Qwen3VLMoeForConditionalGeneration``): experts and top-k of several sizes, dense layers among
+the expert layers, expert tensors in transformers' layout or transposed as the hub files hold them.
 
 ``make_scripted_checkpoint`` writes a checkpoint whose greedy answer is known in advance
 (SCRIPTED_OUTPUT: reasoning, ``</think>``, a tool call), for tests of a server.
@@ -247,6 +249,15 @@ class TinyPreset:
     chat_template: str = "instruct"  # a key of CHAT_TEMPLATES
     # more plain added tokens for this checkpoint's tokenizer, after ADDED_TOKENS (ids follow theirs)
     added_tokens: tuple[str, ...] = ()
+    # Qwen3-VL-MoE: the text config's expert values (num_experts, num_experts_per_tok,
+    # moe_intermediate_size, decoder_sparse_step, mlp_only_layers); None for dense Qwen3-VL
+    moe: Mapping[str, Any] | None = None
+    # multiplier of the random router weights: larger gives sharper (more decided) routing
+    router_gain: float = 1.0
+
+    @property
+    def hf_class(self) -> str:
+        return "Qwen3VLMoeForConditionalGeneration" if self.moe else "Qwen3VLForConditionalGeneration"
 
     def __post_init__(self):
         if self.chat_template not in CHAT_TEMPLATES:
@@ -260,6 +271,11 @@ class TinyPreset:
 def _text(hidden, heads, kv_heads, head_dim, mlp, layers, mrope, tied) -> dict[str, Any]:
     return dict(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
                 intermediate_size=mlp, num_hidden_layers=layers, mrope_section=mrope, tie_word_embeddings=tied)
+
+
+def _moe(experts, top_k, width, sparse_step=1, mlp_only=()) -> dict[str, Any]:
+    return dict(num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width,
+                decoder_sparse_step=sparse_step, mlp_only_layers=list(mlp_only))
 
 
 def _vision(hidden, heads, mlp, depth, deepstack, positions) -> dict[str, Any]:
@@ -288,6 +304,25 @@ PRESETS: dict[str, TinyPreset] = {
                    (65536, 16777216), gains=(4.0, 0.5)),
     )
 }
+
+# Qwen3-VL-MoE. Expert widths avoid H == 2I and H == I (where transformers' layout and the hub's
+# transposed one have the same shape and cannot be told apart, as in transformers itself).
+MOE_PRESETS: dict[str, TinyPreset] = {
+    p.name: p
+    for p in (
+        # 8 experts top-2 of 40 (K % 32 != 0 in both expert MatMuls), layer 2 of 4 dense
+        # (mlp_only_layers), GQA 6/2, heads*head_dim != hidden, non-adjacent DeepStack (0, 2), untied
+        TinyPreset("moe", _text(48, 6, 2, 16, 72, 4, (3, 3, 2), False), _vision(48, 3, 80, 4, (0, 2), 64),
+                   (_PATCHES * 6, _PATCHES * 40), extra_vocab=21, moe=_moe(8, 2, 40, mlp_only=(2,)), **_CLIP),
+        # 6 experts top-3 of 32 on every second layer (decoder_sparse_step 2), layer 5 dense all the
+        # same (mlp_only_layers): experts on layers 1 and 3, so DeepStack (K=3) feeds dense and expert
+        # layers; tied embeddings; written as Qwen's hub checkpoints are, expert tensors transposed
+        TinyPreset("moe_hub", _text(96, 4, 2, 24, 80, 6, (4, 4, 4), True), _vision(32, 2, 64, 5, (1, 3, 4), 36),
+                   (_PATCHES * 4, _PATCHES * 30), hub_layout=True, gains=(4.0, 0.5),
+                   moe=_moe(6, 3, 32, sparse_step=2, mlp_only=(5,)), router_gain=2.0),
+    )
+}
+ALL_TINY_PRESETS: dict[str, TinyPreset] = {**PRESETS, **MOE_PRESETS}
 
 # The scripted checkpoint (``make_scripted_checkpoint``): after any prompt that ends with the
 # Thinking generation prompt (``<|im_start|>assistant\n<think>\n``) its greedy answer is
@@ -355,9 +390,9 @@ def _hf_tokenizer(added_tokens: tuple[str, ...] = ()):
 
 
 def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int]):
-    from transformers import Qwen3VLConfig
+    import transformers
 
-    text = dict(preset.text)
+    text = {**preset.text, **(preset.moe or {})}
     mrope = text.pop("mrope_section")
     text.update(
         vocab_size=vocab_size,
@@ -379,7 +414,8 @@ def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int])
         temporal_patch_size=2,
         out_hidden_size=text["hidden_size"],
     )
-    return Qwen3VLConfig(
+    config_class = transformers.Qwen3VLMoeConfig if preset.moe else transformers.Qwen3VLConfig
+    return config_class(
         text_config=text,
         vision_config=vision,
         image_token_id=token_ids["<|image_pad|>"],
@@ -390,7 +426,7 @@ def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int])
     )
 
 
-def _randomize_(model, seed: int, gains: tuple[float, float] = (1.0, 1.0)) -> None:
+def _randomize_(model, seed: int, gains: tuple[float, float] = (1.0, 1.0), router_gain: float = 1.0) -> None:
     """Give every parameter a seeded value with a scale that keeps activations O(1).
 
     HF's init gives tiny weights (std 0.02) and unit norms, so logits barely depend on the
@@ -403,7 +439,8 @@ def _randomize_(model, seed: int, gains: tuple[float, float] = (1.0, 1.0)) -> No
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
             if param.ndim >= 2:
-                fan_in = param[0].numel()
+                # experts are stacked [E, out, in]: their fan-in is the last axis
+                fan_in = param.shape[-1] if ".experts." in name else param[0].numel()
                 param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) / fan_in**0.5)
             elif name.endswith("bias"):
                 param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype) * 0.1)
@@ -421,10 +458,12 @@ def _randomize_(model, seed: int, gains: tuple[float, float] = (1.0, 1.0)) -> No
         # to three pictures of every resize branch, multi-turn, videos), where plain weights gave
         # 1 to 3 after pictures on three of the four presets.
         for name, param in model.model.language_model.named_parameters():
-            if name.endswith("down_proj.weight"):
+            if name.endswith(("down_proj.weight", "experts.down_proj")):
                 param.mul_(gains[0])
             elif name.endswith("o_proj.weight"):
                 param.mul_(gains[1])
+            elif name.endswith("mlp.gate.weight"):  # a MoE router
+                param.mul_(router_gain)
         if model.config.tie_word_embeddings:
             emb.mul_(0.3)  # tied: a smaller table weakens the token's own row
         else:
@@ -435,7 +474,8 @@ def _randomize_(model, seed: int, gains: tuple[float, float] = (1.0, 1.0)) -> No
 def make_tiny_checkpoint(
     out_dir: str | Path, preset: str | TinyPreset = "awkward", seed: int = 0, shard_size: str = "300KB"
 ) -> Path:
-    """Write a tiny random Qwen3-VL checkpoint folder; returns its path."""
+    """Write a tiny random Qwen3-VL (or, for a MoE preset, Qwen3-VL-MoE) checkpoint folder;
+    returns its path."""
     return _write_checkpoint(out_dir, preset, seed, shard_size)
 
 
@@ -443,9 +483,9 @@ def _write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set
     """``make_tiny_checkpoint``; ``set_weights(model, tokenizer)``, given, edits the seeded random
     weights before they are saved."""
     import torch
-    from transformers import Qwen3VLForConditionalGeneration
+    import transformers
 
-    preset = PRESETS[preset] if isinstance(preset, str) else preset
+    preset = ALL_TINY_PRESETS[preset] if isinstance(preset, str) else preset
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -459,10 +499,10 @@ def _write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # build large checkpoints in their saved dtype: half the memory
     try:
-        model = Qwen3VLForConditionalGeneration(config).eval()
+        model = getattr(transformers, preset.hf_class)(config).eval()
     finally:
         torch.set_default_dtype(previous)
-    _randomize_(model, seed, preset.gains)
+    _randomize_(model, seed, preset.gains, preset.router_gain)
     if set_weights is not None:
         set_weights(model, tokenizer)
     if preset.tie_word_embeddings:
@@ -470,6 +510,8 @@ def _write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set
     if preset.hub_layout:
         model.save_pretrained(out, max_shard_size=shard_size)
         _to_hub_config_layout(out / "config.json")
+        if preset.moe:
+            _to_hub_expert_layout(out)
     else:
         model.save_pretrained(out)
     del model
@@ -499,10 +541,26 @@ def _to_hub_config_layout(path: Path) -> None:
     text["rope_scaling"] = rope
     text["dtype"] = "bfloat16"
     cfg.pop("dtype", None)
-    cfg["vision_config"]["model_type"] = "qwen3_vl"
+    cfg["vision_config"]["model_type"] = cfg["model_type"]
     cfg["vision_config"].pop("rope_parameters", None)
     cfg["transformers_version"] = "4.57.0.dev0"
     path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _to_hub_expert_layout(out: Path) -> None:
+    """Transpose the stacked expert tensors as Qwen's hub files hold them: ``gate_up_proj``
+    [E, H, 2I] and ``down_proj`` [E, I, H] (transformers 5 keeps [E, 2I, H] and [E, H, I] in memory,
+    transposes on load and writes its own layout on save). One shard at a time."""
+    from safetensors.torch import load_file, save_file
+
+    for shard in sorted(out.glob("*.safetensors")):
+        tensors = load_file(str(shard))
+        if any(name.endswith(("experts.gate_up_proj", "experts.down_proj")) for name in tensors):
+            for name in tensors:
+                if name.endswith(("experts.gate_up_proj", "experts.down_proj")):
+                    tensors[name] = tensors[name].transpose(1, 2).contiguous()
+            save_file(tensors, str(shard), metadata={"format": "pt"})
+        del tensors
 
 
 def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:

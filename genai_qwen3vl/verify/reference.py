@@ -64,12 +64,47 @@ def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
     return weights
 
 
+def qmoe_weights(model_path: Path) -> dict[int, dict[str, np.ndarray]]:
+    """Dequantize every QMoE node's experts: {text layer: {"gate_up": [E, 2I, H], "down": [E, H, I]}}
+    in transformers' layout. The 4-bit values are packed two per byte along K (low nibble first),
+    with the implicit zero point 8 and one scale per ``block_size`` values of K; og's fused
+    SwiGLU interleaves gate and up rows [g0, u0, g1, u1, ...], transformers stacks [gate | up]."""
+    import re
+
+    import onnx
+
+    from ..export.quantize import read_initializers
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.op_type == "QMoE"]
+    arrays = read_initializers(model, Path(model_path).parent, [n.input[i] for n in nodes for i in (2, 3, 5, 6)])
+    experts = {}
+    for node in nodes:
+        attrs = {a.name: a.i for a in node.attribute}
+        if attrs.get("expert_weight_bits") != 4 or "block_size" not in attrs:
+            raise ParityError(f"{node.name}: only block-wise 4-bit QMoE is dequantized here")
+        if any(node.input[i] for i in range(11, len(node.input))):
+            raise ParityError(f"{node.name}: asymmetric (zero-point) experts are not dequantized here")
+        layer = int(re.search(r"layers\.(\d+)/", node.name).group(1))
+        block = attrs["block_size"]
+        deq = {}
+        for proj, (w, s) in (("gate_up", (2, 3)), ("down", (5, 6))):
+            packed, scales = arrays[node.input[w]], arrays[node.input[s]].astype(np.float32)
+            q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:2], -1).astype(np.float32)
+            k = q.shape[-1]
+            deq[proj] = (q - 8.0) * np.repeat(scales, block, axis=-1)[..., :k]
+        gate_up = deq["gate_up"]
+        experts[layer] = {"gate_up": np.concatenate([gate_up[:, 0::2], gate_up[:, 1::2]], axis=1), "down": deq["down"]}
+    return experts
+
+
 def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
     """A copy of the reference whose text weights are the int4 decoder's, dequantized: the int4
     graph must compute exactly what transformers computes with them."""
     import torch
 
     weights = matmulnbits_weights(Path(out_dir) / "model.onnx")
+    experts = qmoe_weights(Path(out_dir) / "model.onnx")
     model = copy.deepcopy(ref.model)
     params = dict(model.named_parameters())
     layers = ref.spec.text.num_hidden_layers
@@ -77,7 +112,16 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
         for og_pattern, hf_pattern, parts in ref.spec.arch.og_to_hf_weights:
             for i in range(layers):
                 for p in parts:
-                    params[hf_pattern.format(i=i, p=p)].copy_(torch.from_numpy(weights.pop(og_pattern.format(i=i, p=p)).T))
+                    name = hf_pattern.format(i=i, p=p)
+                    if name not in params and i in experts:  # an expert layer has no dense MLP
+                        continue
+                    params[name].copy_(torch.from_numpy(weights.pop(og_pattern.format(i=i, p=p)).T))
+        layout = ref.spec.arch.experts
+        for i, tensors in sorted(experts.items()):
+            if layout is None:
+                raise ParityError(f"{out_dir}: QMoE experts in layer {i} of a {ref.spec.architecture} decoder")
+            params[layout.hf_gate_up.format(i=i)].copy_(torch.from_numpy(tensors["gate_up"]))
+            params[layout.hf_down.format(i=i)].copy_(torch.from_numpy(tensors["down"]))
         lm = weights.pop(ref.spec.arch.og_lm_head_weight, None)
         if lm is not None:  # untie: the embedding graph keeps the full-precision table
             model.lm_head.weight = torch.nn.Parameter(torch.from_numpy(lm.T.copy()))

@@ -1,6 +1,7 @@
 """The spec parses a checkpoint exactly as transformers does, and rejects inconsistent ones."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from genai_qwen3vl.errors import CheckpointError
 from genai_qwen3vl.model.spec import Qwen3VLSpec
 
-from ..conftest import ALL_PRESETS
+from ..conftest import ALL_PRESETS, MOE_PRESET_NAMES
 
 
 @pytest.mark.parametrize("preset", ALL_PRESETS)
@@ -74,9 +75,53 @@ def test_inconsistent_config_is_rejected(tmp_path, checkpoints, edit, message):
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path, checkpoints):
-    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: c.update(architectures=["Qwen3VLMoeForConditionalGeneration"]))
-    with pytest.raises(CheckpointError, match="Qwen3VLMoeForConditionalGeneration.*supported: Qwen3VLForConditionalGeneration"):
+    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: c.update(architectures=["Qwen3_5MoeForConditionalGeneration"]))
+    supported = "supported: Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration"
+    with pytest.raises(CheckpointError, match=f"Qwen3_5MoeForConditionalGeneration.*{supported}"):
         Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+@pytest.mark.parametrize("preset", MOE_PRESET_NAMES)
+def test_expert_spec_equals_transformers_parsing(preset, checkpoints):
+    from transformers import AutoConfig
+
+    t = AutoConfig.from_pretrained(checkpoints(preset)).text_config
+    e = Qwen3VLSpec.from_checkpoint(checkpoints(preset)).text.experts
+    assert (e.num_experts, e.top_k, e.intermediate_size) == (t.num_experts, t.num_experts_per_tok, t.moe_intermediate_size)
+    assert (e.decoder_sparse_step, list(e.mlp_only_layers)) == (t.decoder_sparse_step, list(t.mlp_only_layers))
+
+
+def _moe_text(c):
+    return c["text_config"]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: _moe_text(c).update(num_experts_per_tok=9), "num_experts_per_tok=9 must lie in [1, num_experts=8]"),
+        (lambda c: _moe_text(c).update(mlp_only_layers=[4]), "mlp_only_layers [4] lie outside the 4 text layers"),
+        (lambda c: _moe_text(c).update(decoder_sparse_step=0), "decoder_sparse_step=0"),
+        (lambda c: _moe_text(c).pop("moe_intermediate_size"), "moe_intermediate_size"),
+        (lambda c: _moe_text(c).pop("num_local_experts"), "needs text_config num_experts"),
+        (lambda c: c.update(architectures=["Qwen3VLForConditionalGeneration"]), "Qwen3VLForConditionalGeneration has no experts"),
+    ],
+)
+def test_inconsistent_expert_config_is_rejected(tmp_path, checkpoints, edit, message):
+    ckpt = _edited(tmp_path, checkpoints("moe"), edit)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        Qwen3VLSpec.from_checkpoint(ckpt)
+
+
+def test_architectures_sharing_an_og_type_agree_on_what_the_runtime_reads():
+    """The runtime finds an export's entry by genai_config's model type, where Qwen3-VL and
+    Qwen3-VL-MoE both declare og's qwen3_vl: what it reads from the entry must not differ."""
+    from genai_qwen3vl.model.architectures import ARCHITECTURES, architecture_of_og_type
+
+    runtime_fields = ("image_token", "video_token", "vision_start_token", "vision_end_token", "processor_template")
+    for arch in ARCHITECTURES.values():
+        found = architecture_of_og_type(arch.og_model_type)
+        assert [getattr(found, f) for f in runtime_fields] == [getattr(arch, f) for f in runtime_fields]
+    assert len({a.og_model_type for a in ARCHITECTURES.values()}) == 1
 
 
 def test_missing_files_are_named(tmp_path, checkpoints):
