@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import OptionsError
+from ..errors import CheckpointError, OptionsError
 from ..model import io_contract
 from ..model.precisions import QMOE_BLOCK_SIZES
 from ..model.spec import Qwen3VLSpec
@@ -37,6 +37,16 @@ def stage(index: int, total: int, name: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     log.info("[%d/%d] %s done in %.1f s", index, total, name, time.perf_counter() - start)
+
+
+def _check_attention(spec: Qwen3VLSpec, options: ExportOptions) -> None:
+    target = options.target
+    if target.attention_op == "GroupQueryAttention" and spec.text.head_dim % 8:
+        raise CheckpointError(
+            f"text_config head_dim={spec.text.head_dim} is not a multiple of 8, which onnxruntime's GroupQueryAttention "
+            f"(the decoder's attention op for -p {target.precision} -e {target.provider}) needs; every released "
+            "Qwen3-VL has head_dim 128"
+        )
 
 
 def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) -> None:
@@ -138,6 +148,7 @@ def run(options: ExportOptions) -> Path:
             spec.vision.depth,
             list(spec.vision.deepstack_visual_indexes),
         )
+        _check_attention(spec, options)
         _check_experts(checkpoint, spec, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_staging(out.parent)

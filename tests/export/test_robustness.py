@@ -45,6 +45,18 @@ def test_lfs_pointer_is_named(tmp_path, checkpoints):
     assert_clean_failure(run_cli("-i", ckpt, "-o", out), out, "model.safetensors", "git lfs pull")
 
 
+def test_a_head_dim_groupqueryattention_cannot_run_is_refused_before_export(tmp_path, checkpoints):
+    """onnxruntime's GroupQueryAttention fails at run time on a head size that is no multiple of 8
+    (found on a random checkpoint with head_dim 18): refused up front instead."""
+    ckpt = _copy(checkpoints("awkward"), tmp_path / "ckpt")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["text_config"]["head_dim"] = 18
+    cfg["text_config"]["rope_parameters"]["mrope_section"] = [3, 3, 3]
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    assert_clean_failure(run_cli("-i", ckpt, "-o", out, "-p", "int4"), out, "head_dim=18", "multiple of 8", "GroupQueryAttention")
+
+
 def test_not_a_checkpoint_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
