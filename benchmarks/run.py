@@ -599,33 +599,27 @@ def main() -> None:
         "(with --docs: docs/moe_benchmarks.md)",
     )
     args = parser.parse_args()
-    if args.moe is not None:
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-bench-moe-") as work:
-            results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
-        results["benchmark_seconds"] = round(time.perf_counter() - start)
-        print(moe_markdown(results))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(results, indent=2))
-        if args.docs:
-            (ROOT / "docs" / "moe_benchmarks.md").write_text("# Benchmarks: Qwen3-VL-MoE\n\n" + moe_markdown(results))
-        return
-    layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
-    repeats = args.repeats or (3 if args.quick else 5)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-bench-") as work:
-        results = run(layers, vision_layers, repeats, Path(work))
+        if args.moe is not None:
+            results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
+        else:
+            layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
+            results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work))
     results["benchmark_seconds"] = round(time.perf_counter() - start)
-    print(markdown(results))
+    text = moe_markdown(results) if args.moe is not None else markdown(results)
+    print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
     if args.docs:
         docs = ROOT / "docs"
         docs.mkdir(exist_ok=True)
-        (docs / "benchmarks.md").write_text("# Benchmarks\n\n" + markdown(results))
-        chart(results, docs / "benchmarks.png")
+        if args.moe is not None:
+            (docs / "moe_benchmarks.md").write_text("# Benchmarks: Qwen3-VL-MoE\n\n" + text)
+        else:
+            (docs / "benchmarks.md").write_text("# Benchmarks\n\n" + text)
+            chart(results, docs / "benchmarks.png")
 
 
 if __name__ == "__main__":
