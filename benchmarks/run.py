@@ -161,19 +161,12 @@ def measure_og(kind: str, model_dir: str, repeats: int) -> dict:
     from genai_qwen3vl.testing.media import make_picture
 
     model_dir = Path(model_dir)
-    if kind == "ttft":
-        prompt = _chat_prompt(model_dir, True, "Describe this image in detail.")
-        start = _og_generator(model_dir, prompt, [make_picture(*TTFT_IMAGE, 2)], 1)
-        state = {}
-
-        def first():
-            generator, state["n"] = start()
-            generator.generate_next_token()
-
-        seconds = _median_time(first, repeats)
-        return {"ms": seconds * 1000, "prompt_tokens": state["n"], "peak_gb": _peak_gb()}
-    if kind == "prefill":
-        start = _og_generator(model_dir, _chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS)), [], 1)
+    if kind in ("ttft", "prefill"):  # time to the first token: an image prompt, or a long text one
+        if kind == "ttft":
+            prompt, images = _chat_prompt(model_dir, True, "Describe this image in detail."), [make_picture(*TTFT_IMAGE, 2)]
+        else:
+            prompt, images = _chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS)), []
+        start = _og_generator(model_dir, prompt, images, 1)
         state = {}
 
         def first():
@@ -210,18 +203,12 @@ def measure_hf(kind: str, model_dir: str, checkpoint: str, repeats: int) -> dict
     model = arch.transformers_class(arch.hf_class).from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
     processor.image_processor = AutoImageProcessor.from_pretrained(checkpoint, backend="pil")
-    if kind == "ttft":
-        prompt = _chat_prompt(model_dir, True, "Describe this image in detail.")
-        enc = processor(text=[prompt], images=[Image.fromarray(make_picture(*TTFT_IMAGE, 2))], return_tensors="pt")
-
-        def first():
-            with torch.no_grad():
-                model.generate(**enc, max_new_tokens=1, do_sample=False)
-
-        seconds = _median_time(first, repeats)
-        return {"ms": seconds * 1000, "prompt_tokens": int(enc["input_ids"].shape[1]), "peak_gb": _peak_gb()}
-    if kind == "prefill":
-        enc = processor(text=[_chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS))], return_tensors="pt")
+    if kind in ("ttft", "prefill"):  # as measure_og: an image prompt, or a long text one
+        if kind == "ttft":
+            prompt = _chat_prompt(model_dir, True, "Describe this image in detail.")
+            enc = processor(text=[prompt], images=[Image.fromarray(make_picture(*TTFT_IMAGE, 2))], return_tensors="pt")
+        else:
+            enc = processor(text=[_chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS))], return_tensors="pt")
 
         def first():
             with torch.no_grad():

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..model.architectures import Architecture
+from ..model.spec import expert_spec
 
 
 def moe_builder_mixin(arch: Architecture) -> type:
@@ -46,12 +47,11 @@ def moe_builder_mixin(arch: Architecture) -> type:
         def __init__(self, config, io_dtype, onnx_dtype, ep, cache_dir, extra_options):
             super().__init__(config, io_dtype, onnx_dtype, ep, cache_dir, extra_options)
             text = getattr(config, "text_config", config)
+            self.experts = expert_spec(text.to_dict())  # which layers route through experts
             # og's Model sets intermediate_size to moe_intermediate_size whenever the config has
             # one; the dense layers need the dense width back when they are written
-            self.moe_intermediate_size = int(text.moe_intermediate_size)
+            self.moe_intermediate_size = self.experts.intermediate_size
             self.dense_intermediate_size = int(text.intermediate_size)
-            self.mlp_only_layers = frozenset(int(i) for i in (getattr(text, "mlp_only_layers", None) or ()))
-            self.decoder_sparse_step = int(getattr(text, "decoder_sparse_step", 1) or 1)
             # Qwen3-VL-MoE's experts: SwiGLU with gate and up fused (interleaved rows), the router's
             # top-k weights renormalised to sum to 1
             self.moe_attrs.update(activation_type="swiglu", swiglu_fusion=1, normalize_routing_weights=True)
@@ -65,20 +65,18 @@ def moe_builder_mixin(arch: Architecture) -> type:
             self._checkpoint = CheckpointTensors(Path(self.model_name_or_path), layout)
             return self._checkpoint.model_without_experts(arch)
 
-        def is_expert_layer(self, layer_id: int) -> bool:
-            return layer_id not in self.mlp_only_layers and (layer_id + 1) % self.decoder_sparse_step == 0
-
         # ------------------------------------------------------------------ layers
         def get_moe_module(self, layer_id, layer):
             return layer.mlp
 
         def make_moe(self, layer_id, moe, root_input):
             # og's make_layer calls make_moe for every layer of a model with experts
-            if self.is_expert_layer(layer_id) != hasattr(moe, "experts"):
+            expert_layer = self.experts.is_expert_layer(layer_id)
+            if expert_layer != hasattr(moe, "experts"):
                 raise CheckpointError(
                     f"text layer {layer_id} of the checkpoint does not match its config's decoder_sparse_step/mlp_only_layers"
                 )
-            if self.is_expert_layer(layer_id):
+            if expert_layer:
                 super().make_moe(layer_id, moe, root_input)
                 return
             saved, self.intermediate_size = self.intermediate_size, self.dense_intermediate_size
@@ -97,7 +95,7 @@ def moe_builder_mixin(arch: Architecture) -> type:
                     self._register(names[f"{proj}_scales"], self._qmoe_shape(layer_id, proj, 1), self.io_dtype,
                                    lambda p=proj: self._qmoe(layer_id, p, 1))
                 else:
-                    shape = self._checkpoint.expert_shape(layer_id, proj, self.moe_intermediate_size, self.hidden_size)
+                    shape = self._checkpoint.expert_shape(layer_id, proj)
                     self._register(names[f"{proj}_weight"], shape, self.io_dtype,
                                    lambda p=proj: self._checkpoint.experts(layer_id, p, to_torch_dtype(self.io_dtype)))
             if quantized:
@@ -151,7 +149,7 @@ def moe_builder_mixin(arch: Architecture) -> type:
         def _qmoe_shape(self, layer_id, proj, which):
             """The shape og's quantizer gives a projection's QMoE weights (0) or scales (1): found
             by quantizing one expert-sized matrix of ones (the layout depends on the EP)."""
-            e, n, k = self._checkpoint.expert_shape(layer_id, proj, self.moe_intermediate_size, self.hidden_size)
+            e, n, k = self._checkpoint.expert_shape(layer_id, proj)
             if (n, k) not in self._qmoe_shapes:
                 q, s = self.make_qmoe_weights(torch.ones(n, k))
                 self._qmoe_shapes[(n, k)] = (tuple(q.shape), tuple(s.shape))
@@ -206,25 +204,30 @@ class CheckpointTensors:
         self.folder = folder
         self.layout = layout
         self.files = safetensors_files(folder)
-        self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        text = config.get("text_config", config)
+        self.experts_spec = expert_spec(text)
+        self.hidden = int(text["hidden_size"])
+
+    def _file(self, name: str) -> Path:
+        if name not in self.files:
+            raise CheckpointError(f"{self.folder} has no tensor {name}; the checkpoint is incomplete")
+        return self.files[name]
 
     def _read(self, name: str):
         from safetensors import SafetensorError, safe_open
 
-        if name not in self.files:
-            raise CheckpointError(f"{self.folder} has no tensor {name}; the checkpoint is incomplete")
+        path = self._file(name)
         try:
-            with safe_open(str(self.files[name]), framework="pt") as f:
+            with safe_open(str(path), framework="pt") as f:
                 return f.get_tensor(name)
         except SafetensorError as exc:
-            raise CheckpointError(f"{self.files[name]} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None
+            raise CheckpointError(f"{path} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None
 
     def _shape(self, name: str) -> tuple[int, ...]:
         from safetensors import safe_open
 
-        if name not in self.files:
-            raise CheckpointError(f"{self.folder} has no tensor {name}; the checkpoint is incomplete")
-        with safe_open(str(self.files[name]), framework="pt") as f:
+        with safe_open(str(self._file(name)), framework="pt") as f:
             return tuple(f.get_slice(name).get_shape())
 
     def model_without_experts(self, arch: Architecture):
@@ -256,31 +259,35 @@ class CheckpointTensors:
             model.lm_head.weight = model.model.language_model.embed_tokens.weight
         return model.eval()
 
-    def expert_shape(self, layer: int, proj: str, width: int, hidden: int, experts: int | None = None) -> tuple[int, int, int]:
-        """og's [E, N, K] shape of a projection: gate_up [E, 2I, H] (rows [gate | up]), down [E, H, I];
-        a CheckpointError if the stored tensor has neither that shape nor the hub's transposed one."""
-        out, inner = (2 * width, hidden) if proj == "gate_up" else (hidden, width)
+    def _out_inner(self, proj: str) -> tuple[int, int]:
+        """og's [N, K] of one expert: gate_up [2I, H] (rows [gate | up]), down [H, I]."""
+        width = self.experts_spec.intermediate_size
+        return (2 * width, self.hidden) if proj == "gate_up" else (self.hidden, width)
+
+    def expert_shape(self, layer: int, proj: str) -> tuple[int, int, int]:
+        """og's [E, N, K] shape of a projection; a CheckpointError if the stored tensor has neither
+        that shape nor the hub's transposed one."""
+        out, inner = self._out_inner(proj)
         name = self._name(layer, proj)
         stored = self._shape(name)
-        e = experts if experts is not None else (stored[0] if stored else 0)
+        e = self.experts_spec.num_experts
         if len(stored) != 3 or stored[0] != e or stored[1:] not in ((out, inner), (inner, out)):
             raise CheckpointError(
                 f"{name} has shape {list(stored)}; the config (num_experts, hidden_size, moe_intermediate_size) says "
                 f"[{e}, {out}, {inner}] or, as the hub files hold it, [{e}, {inner}, {out}]: the checkpoint does not "
                 "match its config.json"
             )
-        return (stored[0], out, inner)
+        return (e, out, inner)
 
-    def check_experts(self, layers, width: int, hidden: int, experts: int) -> None:
+    def check_experts(self, layers) -> None:
         """Every expert layer's tensors are there with the config's shapes (headers only)."""
+        expected = (self.experts_spec.num_experts, self.hidden)
         for layer in layers:
             for proj in ("gate_up", "down"):
-                self.expert_shape(layer, proj, width, hidden, experts)
+                self.expert_shape(layer, proj)
             router = self.layout.router.format(i=layer)
-            if self._shape(router) != (experts, hidden):
-                raise CheckpointError(
-                    f"{router} has shape {list(self._shape(router))}; the config says [{experts}, {hidden}]"
-                )
+            if self._shape(router) != expected:
+                raise CheckpointError(f"{router} has shape {list(self._shape(router))}; the config says {list(expected)}")
 
     def _name(self, layer: int, proj: str) -> str:
         return (self.layout.gate_up if proj == "gate_up" else self.layout.down).format(i=layer)
@@ -293,7 +300,7 @@ class CheckpointTensors:
         out = None
         for e, w in self.each_expert(layer, proj):
             if out is None:
-                out = torch.empty((self._shape(self._name(layer, proj))[0], *w.shape), dtype=dtype or w.dtype)
+                out = torch.empty((self.experts_spec.num_experts, *w.shape), dtype=dtype or w.dtype)
             out[e] = w
         return out
 
@@ -306,14 +313,13 @@ class CheckpointTensors:
         from safetensors import SafetensorError, safe_open
 
         name = self._name(layer, proj)
-        text = self.config.get("text_config", self.config)
-        width, hidden = int(text["moe_intermediate_size"]), int(text["hidden_size"])
-        out, inner = (2 * width, hidden) if proj == "gate_up" else (hidden, width)
-        stored = self._shape(name)
+        out, inner = self._out_inner(proj)
+        width = self.experts_spec.intermediate_size
+        path = self._file(name)
         try:
-            with safe_open(str(self.files[name]), framework="pt") as f:
+            with safe_open(str(path), framework="pt") as f:
                 tensor = f.get_slice(name)
-                for e in range(stored[0]):
+                for e in range(tensor.get_shape()[0]):
                     w = tensor[e : e + 1][0]
                     if tuple(w.shape) != (out, inner):
                         w = w.T
@@ -321,4 +327,4 @@ class CheckpointTensors:
                         w = torch.stack([w[:width], w[width:]], dim=1).reshape(out, inner)
                     yield e, w.contiguous()
         except SafetensorError as exc:
-            raise CheckpointError(f"{self.files[name]} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None
+            raise CheckpointError(f"{path} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None

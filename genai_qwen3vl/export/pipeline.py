@@ -64,9 +64,7 @@ def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) 
     )
     from .moe import CheckpointTensors
 
-    CheckpointTensors(checkpoint, spec.arch.experts).check_experts(
-        experts.expert_layers(spec.text.num_hidden_layers), experts.intermediate_size, spec.text.hidden_size, experts.num_experts
-    )
+    CheckpointTensors(checkpoint, spec.arch.experts).check_experts(experts.expert_layers(spec.text.num_hidden_layers))
     if options.target.quantized and options.int4_block_size not in QMOE_BLOCK_SIZES:
         raise OptionsError(
             f"--int4_block_size {options.int4_block_size} is not available for {spec.architecture}: onnxruntime's "

@@ -106,7 +106,7 @@ def read_initializers(model: onnx.ModelProto, folder: Path, names) -> dict[str, 
             handle.close()
 
 
-def _set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
+def set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
     for attr in node.attribute:
         if attr.name == name:
             attr.i = value
@@ -141,7 +141,7 @@ def quantize_int4(
     try:
         for node in graph.node:
             if node.op_type == "QMoE" and accuracy_level:
-                _set_int_attribute(node, "accuracy_level", accuracy_level)
+                set_int_attribute(node, "accuracy_level", accuracy_level)
             weight = inits.get(node.input[1]) if node.op_type == "MatMul" and node.domain == "" else None
             if weight is not None and node.name.endswith(keep_float):
                 weight = None

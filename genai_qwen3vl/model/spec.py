@@ -245,11 +245,12 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
         mrope_section=tuple(int(x) for x in section),
         mrope_interleaved=bool(rope.get("mrope_interleaved", True)),
         max_position_embeddings=int(t.get("max_position_embeddings", 262144)),
-        experts=_expert_spec(t),
+        experts=expert_spec(t),
     )
 
 
-def _expert_spec(t: dict) -> ExpertSpec | None:
+def expert_spec(t: dict) -> ExpertSpec | None:
+    """The expert part of a text config (transformers' keys), or None for a dense one."""
     experts = t.get("num_experts", t.get("num_local_experts"))
     if experts is None:
         return None

@@ -36,6 +36,14 @@ class Reference:
         return cls(spec=spec, model=model, processor=processor)
 
 
+def dequantize_int4(packed: np.ndarray, scales: np.ndarray, block: int, k: int) -> np.ndarray:
+    """Symmetric block-wise 4-bit weights as MatMulNBits and QMoE store them: two values per
+    byte along the last axis (low nibble first), zero point 8, one scale per ``block`` values;
+    returns float32 [..., k] (the blocks' padding past ``k`` cut off)."""
+    q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1).astype(np.float32)
+    return ((q - 8.0) * np.repeat(scales.astype(np.float32), block, axis=-1)[..., : q.shape[-1]])[..., :k]
+
+
 def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
     """Dequantize every MatMulNBits weight of a graph: {og weight name: W [K, N] float32}.
     4-bit values are packed two per byte (low nibble first) per block of ``block_size`` along K;
@@ -57,9 +65,7 @@ def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
         scales = arrays[node.input[2]].astype(np.float32).reshape(N, -1)
         if len(node.input) > 3 and node.input[3]:
             raise ParityError(f"{node.name}: asymmetric (zero-point) weights are not dequantized here")
-        low, high = packed & 0x0F, packed >> 4
-        q = np.stack([low, high], axis=-1).reshape(N, packed.shape[1], block).astype(np.float32)
-        w = ((q - 8.0) * scales[:, :, None]).reshape(N, -1)[:, :K]
+        w = dequantize_int4(packed.reshape(N, -1), scales, block, K)
         weights[node.input[1].rsplit("_Q4", 1)[0]] = np.ascontiguousarray(w.T)
     return weights
 
@@ -89,10 +95,8 @@ def qmoe_weights(model_path: Path) -> dict[int, dict[str, np.ndarray]]:
         block = attrs["block_size"]
         deq = {}
         for proj, (w, s) in (("gate_up", (2, 3)), ("down", (5, 6))):
-            packed, scales = arrays[node.input[w]], arrays[node.input[s]].astype(np.float32)
-            q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:2], -1).astype(np.float32)
-            k = q.shape[-1]
-            deq[proj] = (q - 8.0) * np.repeat(scales, block, axis=-1)[..., :k]
+            packed = arrays[node.input[w]]
+            deq[proj] = dequantize_int4(packed, arrays[node.input[s]], block, 2 * packed.shape[-1])
         gate_up = deq["gate_up"]
         experts[layer] = {"gate_up": np.concatenate([gate_up[:, 0::2], gate_up[:, 1::2]], axis=1), "down": deq["down"]}
     return experts

@@ -22,6 +22,7 @@ from pathlib import Path
 import onnx
 
 from ..export.graph_check import ONNX_TO_NAME
+from ..export.quantize import set_int_attribute
 from ..model import io_contract
 from ..model.precisions import DTYPE_NAMES, PRECISIONS, Bound, Target, target
 from . import artifacts, generation
@@ -111,9 +112,7 @@ def with_accuracy_level(model_path: Path, level: int, work: Path) -> Path:
     model = onnx.load(str(model_path), load_external_data=False)
     for node in model.graph.node:
         if node.op_type in ("MatMulNBits", "QMoE"):
-            attrs = [a for a in node.attribute if a.name != "accuracy_level"]
-            del node.attribute[:]
-            node.attribute.extend(attrs + [onnx.helper.make_attribute("accuracy_level", level)])
+            set_int_attribute(node, "accuracy_level", level)
     path = Path(work) / model_path.name
     onnx.save(model, str(path))
     return path
