@@ -13,10 +13,12 @@ from pathlib import Path
 
 from ..model.precisions import (
     DEFAULT_INT4_BLOCK_SIZE,
+    DEFAULT_INT4_RECIPE,
     EXECUTION_PROVIDERS,
     FLOAT_DTYPES,
     INT4_ACCURACY_LEVELS,
     INT4_BLOCK_SIZES,
+    INT4_RECIPES,
     PRECISIONS,
 )
 from .options import DEFAULT_MAX_LENGTH, ExportOptions
@@ -66,6 +68,14 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "(fastest on CPU; the CPU default), 0 = the provider's choice (the CUDA default)",
     )
     parser.add_argument(
+        "--int4_recipe",
+        default=DEFAULT_INT4_RECIPE,
+        choices=list(INT4_RECIPES),
+        help=f"-p int4 -e cpu: rtn = og's own int4 (every weight 4-bit, largest magnitude to the range's end); "
+        "mse = the same format with each block's scale searched for the least error; mixed = mse with 8 bits for the "
+        f"LM head, embedding table, attention v and MLP down (default {DEFAULT_INT4_RECIPE}; docs/quantization.md)",
+    )
+    parser.add_argument(
         "--vision_precision",
         default=None,
         choices=FLOAT_DTYPES,
@@ -94,6 +104,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         max_length=args.max_length,
         int4_block_size=args.int4_block_size,
         int4_accuracy_level=args.int4_accuracy_level,
+        int4_recipe=args.int4_recipe,
         vision_precision=args.vision_precision,
         trust_remote_code=args.trust_remote_code,
         prune_prefill_logits=not args.full_prefill_logits,

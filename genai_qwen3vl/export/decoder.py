@@ -2,7 +2,7 @@
 changes: DeepStack (``deepstack.py``) and, by default, trimmed prefill logits (``trim_logits.py``).
 
 int4 on CPU: og's builder writes the fp32 decoder (it streams the weights to disk) and
-``quantize.quantize_int4`` turns it into og's int4 graph one weight at a time, instead of og's
+``quantize.quantize_weights`` turns it into og's int4 graph one weight at a time, instead of og's
 own quantization pass, which holds the whole fp32 model in memory. A mixture-of-experts
 decoder's experts come out of og's builder already as 4-bit QMoE (``moe.py``).
 """
@@ -33,10 +33,10 @@ def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_d
     if not src.is_file():
         raise Qwen3VLExportError(f"onnxruntime-genai's builder wrote no {src.name} into {og_dir}")
     if target.streaming_int4:
-        from .quantize import quantize_int4
+        from .quantize import quantize_weights
 
         quantized = Path(work_dir) / "int4" / "model.onnx"
-        quantize_int4(src, quantized, options.int4_block_size, options.accuracy_level)
+        quantize_weights(src, quantized, options.quant_layout)
         shutil.rmtree(og_dir)
         src, og_dir = quantized, quantized.parent
     model = onnx.load(str(src), load_external_data=False)

@@ -8,9 +8,12 @@ from pathlib import Path
 from ..errors import OptionsError
 from ..model.precisions import (
     DEFAULT_INT4_BLOCK_SIZE,
+    DEFAULT_INT4_RECIPE,
     FLOAT_DTYPES,
     INT4_ACCURACY_LEVELS,
     INT4_BLOCK_SIZES,
+    INT4_RECIPES,
+    QuantLayout,
     Target,
     target,
 )
@@ -34,6 +37,8 @@ class ExportOptions:
     int4_block_size: int = DEFAULT_INT4_BLOCK_SIZE
     # MatMulNBits accuracy_level: 1 fp32 activations, 4 int8 activations; None = the target's default
     int4_accuracy_level: int | None = None
+    # which weights get 8 bits, scale search, symmetry (precisions.INT4_RECIPES)
+    int4_recipe: str = DEFAULT_INT4_RECIPE
     # dtype of the vision and embedding graphs' weights; None = the target's default
     vision_precision: str | None = None
     # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
@@ -54,8 +59,15 @@ class ExportOptions:
             raise OptionsError(f"--int4_block_size {self.int4_block_size} is invalid; choose one of {INT4_BLOCK_SIZES}")
         if self.int4_accuracy_level is not None and self.int4_accuracy_level not in INT4_ACCURACY_LEVELS:
             raise OptionsError(f"--int4_accuracy_level {self.int4_accuracy_level} is invalid; choose one of {INT4_ACCURACY_LEVELS}")
-        if not record.quantized and (self.int4_accuracy_level is not None or self.int4_block_size != DEFAULT_INT4_BLOCK_SIZE):
-            raise OptionsError("--int4_block_size and --int4_accuracy_level apply only to -p int4")
+        if self.int4_recipe not in INT4_RECIPES:
+            raise OptionsError(f"--int4_recipe {self.int4_recipe} is invalid; choose one of {', '.join(INT4_RECIPES)}")
+        int4_flags = self.int4_accuracy_level is not None or self.int4_block_size != DEFAULT_INT4_BLOCK_SIZE
+        if not record.quantized and (int4_flags or self.int4_recipe != DEFAULT_INT4_RECIPE):
+            raise OptionsError("--int4_block_size, --int4_accuracy_level and --int4_recipe apply only to -p int4")
+        if self.int4_recipe != DEFAULT_INT4_RECIPE and not record.streaming_int4:
+            raise OptionsError(
+                f"--int4_recipe {self.int4_recipe} applies to -p int4 -e cpu; on {self.execution_provider} og's builder quantizes"
+            )
         if self.vision_precision is not None:
             if self.vision_precision not in FLOAT_DTYPES:
                 raise OptionsError(f"--vision_precision {self.vision_precision} is invalid; choose one of {FLOAT_DTYPES}")
@@ -76,6 +88,15 @@ class ExportOptions:
     def vision_dtype(self) -> str:
         """The dtype the vision and embedding graphs compute in."""
         return self.vision_precision or self.target.vision_dtype
+
+    @property
+    def quant_layout(self) -> QuantLayout | None:
+        """-p int4 -e cpu: how our quantizer writes the text weights; None otherwise."""
+        if not self.target.streaming_int4:
+            return None
+        return dataclasses.replace(
+            INT4_RECIPES[self.int4_recipe], block_size=self.int4_block_size, accuracy_level=self.accuracy_level
+        )
 
     @property
     def accuracy_level(self) -> int | None:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 from ..errors import CheckpointError, OptionsError
 from ..model import io_contract
-from ..model.precisions import QMOE_BLOCK_SIZES
+from ..model.precisions import QMOE_BLOCK_SIZES, QuantLayout
 from ..model.spec import Qwen3VLSpec
 from . import configs
 from .checkpoint import copy_checkpoint_files, resolve_checkpoint, write_json
@@ -113,11 +113,17 @@ def _vision_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, 
     export_vision(build_vision_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
 
 
-def _embedding_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+def _embedding_stage(
+    checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None
+) -> None:
     from .embedding import build_embedding_model, export_embedding
     from .torch_export import torch_dtype
 
-    export_embedding(build_embedding_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+    path = export_embedding(build_embedding_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+    if layout is not None:  # the table quantized as the LM head is
+        from .quantize import quantize_embedding_table
+
+        quantize_embedding_table(path, layout.table_bits, layout)
 
 
 def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: ExportOptions) -> None:
@@ -160,10 +166,12 @@ def run(options: ExportOptions) -> Path:
     isolate = forced == "1" or (forced != "0" and weight_bytes >= ISOLATE_ABOVE_BYTES)
     try:
         weights, io = options.vision_dtype, options.io_dtype
+        layout = options.quant_layout
         with stage(2, total, f"vision ({weights})"):
             run_stage(isolate, _vision_stage, checkpoint, spec, staging, weights, io)
-        with stage(3, total, f"embedding ({weights})"):
-            run_stage(isolate, _embedding_stage, checkpoint, spec, staging, weights, io)
+        table = f"int{layout.table_bits} table" if layout else weights
+        with stage(3, total, f"embedding ({table})"):
+            run_stage(isolate, _embedding_stage, checkpoint, spec, staging, weights, io, layout)
         with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)"):
             run_stage(isolate, _decoder_stage, checkpoint, spec, staging, options)
         with stage(5, total, "configs"):

@@ -1,13 +1,15 @@
-"""Streaming int4 weight-only quantization of og's fp32 decoder.
+"""Streaming weight-only quantization of og's fp32 decoder, and of the embedding table.
 
 og's builder quantizes by serializing the whole fp32 model into one protobuf in memory and
 handing it to onnxruntime's ``MatMulNBitsQuantizer``: about 4x the checkpoint's size for
-Qwen3-VL-2B. This does the same transformation one weight at a time: each MatMul with a
-constant 2-D float32 weight becomes the ``MatMulNBits`` node that quantizer writes (same node
-and initializer names, same attributes, weights packed by the same onnxruntime kernel,
-``quantize_matmul_4bits``), reading each weight from the external data file and
-streaming every initializer into a new one. ``tests/export/test_quantize.py`` checks the result
-against og's own int4 output, node for node and byte for byte::
+Qwen3-VL-2B. ``quantize_weights`` does the same transformation one weight at a time: each
+MatMul with a constant 2-D float32 weight becomes a ``MatMulNBits`` node, reading each weight
+from the external data file and streaming every initializer into a new one. A
+``QuantLayout`` (``model/precisions.py``) says which weights get 4 or 8 bits, the block size,
+symmetry and whether each block's scale is searched. With og's own layout (recipe ``rtn``) the
+result is byte for byte og's own int4 output (same node and initializer names, attributes,
+weights packed by the same onnxruntime kernel, ``quantize_matmul_4bits``):
+``tests/export/test_quantize.py`` checks it::
 
     before                                    after
     x   W float32 [K, N] (initializer)        x   W_Q4 uint8 [N, K/block, block/2]   W_scales float32 [N, K/block]
@@ -15,6 +17,10 @@ against og's own int4 output, node for node and byte for byte::
     MatMul  (same name)                       com.microsoft.MatMulNBits  (name + "_Q4"; K, N, bits=4, block_size,
     |                                         |                          accuracy_level)
     y                                         y
+
+8-bit weights are ``W_Q8`` uint8 [N, K/block, block]; asymmetric layouts add ``W_zero_points``.
+``quantize_embedding_table`` stores the embedding graph's token table the same way and looks
+it up with ``GatherBlockQuantized``.
 """
 
 from __future__ import annotations
@@ -25,10 +31,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..model.precisions import QuantLayout
+
 _ALIGN = 64
-# MatMuls left in float: a mixture-of-experts router (its logits pick the experts; 4-bit router
-# weights would flip near-tied choices, and the router is 0.2% of an expert layer's weights)
-KEEP_FLOAT = ("/moe/router/MatMul",)
 
 
 class _DataWriter:
@@ -114,20 +119,118 @@ def set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
-def quantize_int4(
-    src_model: Path,
-    dst_model: Path,
-    block_size: int = 32,
-    accuracy_level: int = 4,
-    is_symmetric: bool = True,
-    keep_float: tuple[str, ...] = KEEP_FLOAT,
-) -> Path:
-    """Write ``dst_model`` (+ ``<name>.data``): ``src_model`` with every MatMul on a constant
-    float32 [K, N] weight replaced by an int4 ``MatMulNBits``, except the MatMuls whose names
-    end with one of ``keep_float``. ``QMoE`` nodes (experts og's builder quantized) get the same
-    ``accuracy_level``."""
+# --------------------------------------------------------------------------- block quantization
+# candidate shrink factors of a block's range when searching for its scale (1 = the full range)
+_SEARCH = np.linspace(0.7, 1.0, 10, dtype=np.float32)
+_ROWS = 512  # rows quantized at a time: bounds the temporaries to a few of these slices
+
+
+def _candidates(b: np.ndarray, qmax: float, mid: float, symmetric: bool, shrink: float):
+    """A block's scale and zero point for the range shrunk by ``shrink`` (1 = the whole range)."""
+    if symmetric:
+        # the signed value of largest magnitude maps to 0 (-mid): onnxruntime's convention
+        top = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)
+        s = top * (shrink / -mid)
+        return s, np.full_like(s, mid)
+    lo = np.minimum(b.min(-1, keepdims=True), 0.0)
+    hi = np.maximum(b.max(-1, keepdims=True), 0.0)
+    s = (hi - lo) * (shrink / qmax)
+    return s, np.clip(np.rint(-lo * shrink / np.where(s == 0, 1, s)), 0, qmax)
+
+
+def _round(b: np.ndarray, s: np.ndarray, z: np.ndarray, qmax: float) -> np.ndarray:
+    inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
+    q = np.rint(b * inv)
+    q += z
+    return np.clip(q, 0, qmax, out=q)
+
+
+def quantize_blocks(w: np.ndarray, bits: int, block: int, symmetric: bool, search: bool):
+    """Quantize the rows of ``w`` [N, K] (float32) block-wise along K as ``MatMulNBits`` and
+    ``GatherBlockQuantized`` read them: returns (q uint8 [N, K/block, block] in 0..2^bits-1,
+    scales float32 [N, K/block], zero points uint8 [N, K/block] or None when symmetric, whose
+    implicit zero point is 2^(bits-1)). K is padded with zeros to whole blocks. A weight
+    dequantizes to (q - zero point) * scale. With ``search``, each block takes the candidate
+    range (``_SEARCH``) whose dequantized values are nearest its own (least squares)."""
+    n, k = w.shape
+    blocks = -(-k // block)
+    qmax, mid = float(2**bits - 1), float(2 ** (bits - 1))
+    q = np.empty((n, blocks, block), dtype=np.uint8)
+    scales = np.empty((n, blocks), dtype=np.float32)
+    zeros = None if symmetric else np.empty((n, blocks), dtype=np.uint8)
+    shrink = _SEARCH if search else np.ones(1, dtype=np.float32)
+    for r in range(0, n, _ROWS):
+        b = np.zeros((min(_ROWS, n - r), blocks * block), dtype=np.float32)
+        b[:, :k] = w[r : r + _ROWS]
+        b = b.reshape(b.shape[0], blocks, block)
+        options = [_candidates(b, qmax, mid, symmetric, c) for c in shrink]
+        if len(options) == 1:
+            s, z = options[0]
+        else:
+            errors = []
+            for s, z in options:
+                d = _round(b, s, z, qmax)
+                d -= z
+                d *= s
+                d -= b
+                errors.append(np.einsum("ijk,ijk->ij", d, d))
+            best = np.argmin(np.stack(errors), axis=0)[..., None]
+            s = np.take_along_axis(np.stack([o[0] for o in options]), best[None], 0)[0]
+            z = np.take_along_axis(np.stack([o[1] for o in options]), best[None], 0)[0]
+        q[r : r + _ROWS] = _round(b, s, z, qmax)
+        scales[r : r + _ROWS] = s[..., 0]
+        if zeros is not None:
+            zeros[r : r + _ROWS] = z[..., 0]
+    return q, scales, zeros
+
+
+def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
+    """Values of ``bits`` bits along the last axis packed into bytes, low bits first."""
+    if bits == 8:
+        return q
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+
+
+def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
+    """Quantize the rows of ``rows`` [N, K] block-wise along K as ``layout`` says: (data uint8
+    [N, K/block, block*bits/8], scales float32 [N, K/block], zero points uint8 packed as
+    MatMulNBits reads them [N, ceil(K/block*bits/8)], or None). og's own layout (4 bits,
+    symmetric, no search) goes through onnxruntime's kernel, byte for byte og's int4."""
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
+    cols, k = rows.shape
+    blocks = -(-k // layout.block_size)
+    if bits == 4 and layout.symmetric and not layout.search:
+        w = np.ascontiguousarray(rows.T)  # [K, N], as the kernel takes it
+        if blocks * layout.block_size != k:
+            w = np.pad(w, ((0, blocks * layout.block_size - k), (0, 0)))
+        packed = np.zeros((cols, blocks, layout.block_size // 2), dtype=np.uint8)
+        scales = np.zeros((cols, blocks), dtype=np.float32)
+        unused = np.zeros((cols, (blocks + 1) // 2), dtype=np.uint8)
+        quantize_matmul_4bits(packed, w, scales, unused, layout.block_size, cols, k, True)
+        return packed, scales, None
+    q, scales, zeros = quantize_blocks(rows, bits, layout.block_size, layout.symmetric, layout.search)
+    if zeros is not None and bits == 4:
+        zeros = pack_bits(np.pad(zeros, ((0, 0), (0, blocks % 2))), 4)
+    return pack_bits(q, bits), scales, zeros
+
+
+def _quantized_tensors(name: str, bits: int, data: np.ndarray, scales: np.ndarray, zeros) -> list:
+    """(initializer, payload) pairs of one quantized weight, named as og names them."""
+    suffix = "_Q4" if bits == 4 else "_Q8"
+    out = [(_tensor(name + suffix, onnx.TensorProto.UINT8, data.shape), data),
+           (_tensor(name + "_scales", onnx.TensorProto.FLOAT, scales.shape), scales)]
+    if zeros is not None:
+        out.append((_tensor(name + "_zero_points", onnx.TensorProto.UINT8, zeros.shape), zeros))
+    return out
+
+
+def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | None = None) -> Path:
+    """Write ``dst_model`` (+ ``<name>.data``): ``src_model`` with every MatMul on a constant
+    float32 [K, N] weight replaced by a ``MatMulNBits`` as ``layout`` says, except the MatMuls
+    whose names end with one of ``layout.keep_float``. ``QMoE`` nodes (experts og's builder
+    quantized) get the layout's ``accuracy_level``."""
+    layout = layout or QuantLayout()
     src_model, dst_model = Path(src_model), Path(dst_model)
     dst_model.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(src_model), load_external_data=False)
@@ -138,42 +241,32 @@ def quantize_int4(
     kept: list[onnx.TensorProto] = []
     quantized: set[str] = set()
     new_nodes = []
+    accuracy_level = layout.accuracy_level
     try:
         for node in graph.node:
             if node.op_type == "QMoE" and accuracy_level:
                 set_int_attribute(node, "accuracy_level", accuracy_level)
             weight = inits.get(node.input[1]) if node.op_type == "MatMul" and node.domain == "" else None
-            if weight is not None and node.name.endswith(keep_float):
+            if weight is not None and node.name.endswith(layout.keep_float):
                 weight = None
             if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
                 new_nodes.append(node)
                 continue
             rows, cols = weight.dims
+            bits = layout.bits(node.name)
             w = np.frombuffer(_payload(weight, src_model.parent, files), dtype=np.float32).reshape(rows, cols)
-            k_blocks = (rows + block_size - 1) // block_size
-            if k_blocks * block_size != rows:
-                w = np.pad(w, ((0, k_blocks * block_size - rows), (0, 0)))
-            packed = np.zeros((cols, k_blocks, block_size // 2), dtype=np.uint8)
-            scales = np.zeros((cols, k_blocks), dtype=np.float32)
-            zero_points = np.zeros((cols, (k_blocks + 1) // 2), dtype=np.uint8)
-            quantize_matmul_4bits(packed, np.ascontiguousarray(w), scales, zero_points, block_size, cols, rows, is_symmetric)
+            tensors = _quantized_tensors(weight.name, bits, *quantize_rows(w.T, bits, layout))
             del w
-            q_tensor = _tensor(weight.name + "_Q4", onnx.TensorProto.UINT8, packed.shape)
-            s_tensor = _tensor(weight.name + "_scales", onnx.TensorProto.FLOAT, scales.shape)
-            writer.write(q_tensor, packed)
-            writer.write(s_tensor, scales)
-            kept += [q_tensor, s_tensor]
-            inputs = [node.input[0], q_tensor.name, s_tensor.name]
-            if not is_symmetric:
-                z_tensor = _tensor(weight.name + "_zero_points", onnx.TensorProto.UINT8, zero_points.shape)
-                writer.write(z_tensor, zero_points)
-                kept.append(z_tensor)
-                inputs.append(z_tensor.name)
-            attrs = dict(K=rows, N=cols, bits=4, block_size=block_size)
+            for tensor, payload in tensors:
+                writer.write(tensor, payload)
+                kept.append(tensor)
+            attrs = dict(K=rows, N=cols, bits=bits, block_size=layout.block_size)
             if accuracy_level:
                 attrs["accuracy_level"] = accuracy_level
+            inputs = [node.input[0]] + [tensor.name for tensor, _ in tensors]
+            suffix = "_Q4" if bits == 4 else "_Q8"
             new_nodes.append(
-                helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + "_Q4", domain="com.microsoft", **attrs)
+                helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + suffix, domain="com.microsoft", **attrs)
             )
             quantized.add(weight.name)
         still_used = {name for n in new_nodes for name in n.input}
@@ -197,3 +290,80 @@ def quantize_int4(
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst_model))
     return dst_model
+
+
+def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -> Path:
+    """Rewrite a graph whose token table is a constant float32 [V, H] ``Gather`` input (the
+    embedding graph) so that the table is stored block-quantized along H, ``bits`` per value
+    with ``layout``'s block size, symmetry and scale search, and looked up by onnxruntime's
+    ``GatherBlockQuantized`` (com.microsoft), which dequantizes just the gathered rows. The
+    table's rows are quantized exactly as an LM head over the same matrix is (blocks along H),
+    so a tied checkpoint's embedding and LM head dequantize alike."""
+    model_path = Path(model_path)
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    gathers = [
+        n for n in graph.node
+        if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2
+        and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT
+    ]
+    if len(gathers) != 1:
+        raise ValueError(f"{model_path}: expected one Gather on a float32 [V, H] table, found {len(gathers)}")
+    gather = gathers[0]
+    table = read_initializers(model, model_path.parent, [gather.input[0]])[gather.input[0]]
+    vocab, hidden = table.shape
+    data, scales, zeros = quantize_rows(table, bits, layout)
+    del table
+    name = gather.input[0]
+    suffix = "_Q4" if bits == 4 else "_Q8"
+    # the table's rows as GatherBlockQuantized reads them: [V, H*bits/8], no padding past H
+    data = np.ascontiguousarray(data.reshape(vocab, -1)[:, : hidden * bits // 8])
+    tensors = _quantized_tensors(name, bits, data, scales, zeros)
+    data_name = model_path.name + ".data"
+    staged = model_path.with_name(data_name + ".quantized")
+    writer = _DataWriter(staged)
+    files: dict = {}
+    kept = []
+    try:
+        for tensor, payload in tensors:
+            writer.write(tensor, payload)
+            kept.append(tensor)
+        for tensor in graph.initializer:
+            if tensor.name == name:
+                continue
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                writer.write(copy, _payload(tensor, model_path.parent, files))
+            kept.append(copy)
+    finally:
+        writer.close()
+        for handle in files.values():
+            handle.close()
+    for tensor in kept:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    lookup = helper.make_node(
+        "GatherBlockQuantized",
+        [t.name for t, _ in tensors[:2]][:1] + [gather.input[1]] + [t.name for t, _ in tensors[1:]],
+        list(gather.output),
+        name=gather.name + suffix,
+        domain="com.microsoft",
+        bits=bits,
+        block_size=layout.block_size,
+        gather_axis=0,
+        quantize_axis=1,
+    )
+    nodes = [lookup if n is gather else n for n in graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    staged.replace(model_path.with_name(data_name))
+    onnx.save(model, str(model_path))
+    return model_path
+

@@ -27,6 +27,51 @@ DEFAULT_INT4_BLOCK_SIZE = 32
 ARTIFACTS = ("vision", "embedding", "decoder", "end_to_end")
 
 
+# --------------------------------------------------------------------------- int4 layouts
+# MatMuls left in float: a mixture-of-experts router (its logits pick the experts; 4-bit router
+# weights would flip near-tied choices, and the router is 0.2% of an expert layer's weights)
+KEEP_FLOAT = ("/moe/router/MatMul",)
+LM_HEAD = "/lm_head/MatMul"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantLayout:
+    """How ``-p int4 -e cpu`` quantizes the text weights: every MatMul on a constant 2-D float
+    weight becomes a ``MatMulNBits`` of 4 bits, or 8 for the MatMuls whose names contain one of
+    ``eight_bit``; blocks of ``block_size`` along K, one float32 scale per block and, unless
+    ``symmetric``, one zero point per block. ``search``: each block's scale (and zero point) is
+    the one of a few candidates that minimises the block's squared error; otherwise the block's
+    largest magnitude maps to the end of the range (onnxruntime's and og's rule, byte for byte
+    og's own int4). The embedding table is quantized as the LM head is (``table_bits``)."""
+
+    block_size: int = DEFAULT_INT4_BLOCK_SIZE
+    accuracy_level: int | None = 4
+    symmetric: bool = True
+    search: bool = False
+    eight_bit: tuple[str, ...] = ()
+    keep_float: tuple[str, ...] = KEEP_FLOAT
+
+    def bits(self, node_name: str) -> int:
+        return 8 if any(part in node_name for part in self.eight_bit) else 4
+
+    @property
+    def table_bits(self) -> int:
+        return self.bits(LM_HEAD)
+
+
+# --int4_recipe: named layouts (block size and accuracy level come from their own flags)
+INT4_RECIPES: dict[str, QuantLayout] = {
+    # og's own int4: every weight 4-bit, symmetric, largest magnitude to the range's end
+    "rtn": QuantLayout(),
+    # the same format, each block's scale searched for the least squared error
+    "mse": QuantLayout(search=True),
+    # 8 bits for the LM head (and the embedding table), attention v and the MLP down projection,
+    # the tensors llama.cpp's Q4_K_M keeps at 6 bits; searched scales
+    "mixed": QuantLayout(search=True, eight_bit=(LM_HEAD, "/v_proj/", "/down_proj/")),
+}
+DEFAULT_INT4_RECIPE = "mse"
+
+
 # --------------------------------------------------------------------------- tolerances
 class Bound(float):
     """An absolute tolerance, widened for large values by a relative part: a difference ``d``

@@ -36,37 +36,51 @@ class Reference:
         return cls(spec=spec, model=model, processor=processor)
 
 
-def dequantize_int4(packed: np.ndarray, scales: np.ndarray, block: int, k: int) -> np.ndarray:
-    """Symmetric block-wise 4-bit weights as MatMulNBits and QMoE store them: two values per
-    byte along the last axis (low nibble first), zero point 8, one scale per ``block`` values;
-    returns float32 [..., k] (the blocks' padding past ``k`` cut off)."""
-    q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1).astype(np.float32)
-    return ((q - 8.0) * np.repeat(scales.astype(np.float32), block, axis=-1)[..., : q.shape[-1]])[..., :k]
+def dequantize_blocks(
+    packed: np.ndarray, scales: np.ndarray, block: int, k: int, bits: int = 4, zero_points: np.ndarray | None = None
+) -> np.ndarray:
+    """Block-wise weights as MatMulNBits, GatherBlockQuantized and QMoE store them: values of
+    ``bits`` bits packed along the last axis (low bits first), one scale per ``block`` values and
+    a zero point per block (``zero_points``, 4-bit ones packed two per byte; default
+    2^(bits-1)); returns float32 [..., k] (the blocks' padding past ``k`` cut off)."""
+    if bits == 4:
+        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)
+    elif bits == 8:
+        q = packed
+    else:
+        raise ParityError(f"{bits}-bit weights are not dequantized here")
+    blocks = scales.shape[-1]
+    if zero_points is None:
+        zero = np.float32(2 ** (bits - 1))
+    else:
+        if bits == 4:
+            zero_points = np.stack([zero_points & 0x0F, zero_points >> 4], axis=-1).reshape(*zero_points.shape[:-1], -1)
+        zero = np.repeat(zero_points[..., :blocks].astype(np.float32), block, axis=-1)
+    q = q.reshape(*scales.shape[:-1], -1).astype(np.float32)
+    if zero_points is not None:
+        zero = zero[..., : q.shape[-1]]
+    w = (q - zero) * np.repeat(scales.astype(np.float32), block, axis=-1)[..., : q.shape[-1]]
+    return w[..., :k]
 
 
 def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
-    """Dequantize every MatMulNBits weight of a graph: {og weight name: W [K, N] float32}.
-    4-bit values are packed two per byte (low nibble first) per block of ``block_size`` along K;
-    symmetric quantization has the implicit zero point 8."""
+    """Dequantize every MatMulNBits weight of a graph: {og weight name: W [K, N] float32}
+    (4- or 8-bit, with or without zero points)."""
     import onnx
 
     from ..export.quantize import read_initializers
 
     model = onnx.load(str(model_path), load_external_data=False)
     nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    arrays = read_initializers(model, Path(model_path).parent, [name for n in nodes for name in n.input[1:3]])
+    arrays = read_initializers(model, Path(model_path).parent, [name for n in nodes for name in n.input[1:4] if name])
     weights = {}
     for node in nodes:
         attrs = {a.name: a.i for a in node.attribute}
-        if attrs["bits"] != 4:
-            raise ParityError(f"{node.name}: only 4-bit MatMulNBits is dequantized here")
-        K, N, block = attrs["K"], attrs["N"], attrs["block_size"]
-        packed = arrays[node.input[1]]
+        K, N, block, bits = attrs["K"], attrs["N"], attrs["block_size"], attrs["bits"]
         scales = arrays[node.input[2]].astype(np.float32).reshape(N, -1)
-        if len(node.input) > 3 and node.input[3]:
-            raise ParityError(f"{node.name}: asymmetric (zero-point) weights are not dequantized here")
-        w = dequantize_int4(packed.reshape(N, -1), scales, block, K)
-        weights[node.input[1].rsplit("_Q4", 1)[0]] = np.ascontiguousarray(w.T)
+        zeros = arrays[node.input[3]].reshape(N, -1) if len(node.input) > 3 and node.input[3] else None
+        w = dequantize_blocks(arrays[node.input[1]].reshape(N, -1), scales, block, K, bits, zeros)
+        weights[node.input[1].rsplit("_Q", 1)[0]] = np.ascontiguousarray(w.T)
     return weights
 
 
@@ -96,44 +110,91 @@ def qmoe_weights(model_path: Path) -> dict[int, dict[str, np.ndarray]]:
         deq = {}
         for proj, (w, s) in (("gate_up", (2, 3)), ("down", (5, 6))):
             packed = arrays[node.input[w]]
-            deq[proj] = dequantize_int4(packed, arrays[node.input[s]], block, 2 * packed.shape[-1])
+            deq[proj] = dequantize_blocks(packed, arrays[node.input[s]], block, 2 * packed.shape[-1])
         gate_up = deq["gate_up"]
         experts[layer] = {"gate_up": np.concatenate([gate_up[:, 0::2], gate_up[:, 1::2]], axis=1), "down": deq["down"]}
     return experts
 
 
+EMBED_TOKENS = "model.language_model.embed_tokens.weight"
+
+
+def embedding_table(model_path: Path) -> np.ndarray | None:
+    """The embedding graph's token table dequantized, [V, H] float32; None when it is stored in
+    float (a plain Gather)."""
+    import onnx
+
+    from ..export.quantize import read_initializers
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    if not nodes:
+        return None
+    node = nodes[0]
+    attrs = {a.name: a.i for a in node.attribute}
+    names = [node.input[0], node.input[2]] + ([node.input[3]] if len(node.input) > 3 and node.input[3] else [])
+    arrays = read_initializers(model, Path(model_path).parent, names)
+    data, scales = arrays[node.input[0]], arrays[node.input[2]]
+    zeros = arrays[names[2]] if len(names) > 2 else None
+    hidden = data.shape[1] * 8 // attrs["bits"]
+    return dequantize_blocks(data, scales, attrs["block_size"], hidden, attrs["bits"], zeros)
+
+
+def quantized_text_weights(folder: Path, arch=None) -> dict[str, np.ndarray]:
+    """Every quantized dense text weight of an exported folder, dequantized, by transformers'
+    parameter name and in transformers' layout: the decoder's MatMulNBits weights, the LM head
+    (``lm_head.weight``) and the embedding table when it is quantized. (QMoE experts:
+    ``qmoe_weights``.)"""
+    import re
+
+    from ..model.architectures import QWEN3_VL
+
+    arch = arch or QWEN3_VL
+    folder = Path(folder)
+    og = matmulnbits_weights(folder / "model.onnx")
+    out: dict[str, np.ndarray] = {}
+    for og_pattern, hf_pattern, parts in arch.og_to_hf_weights:
+        for p in parts:
+            pattern = re.compile(re.escape(og_pattern.format(i="@", p=p)).replace("@", r"(\d+)") + "$")
+            for name in [n for n in og if pattern.match(n)]:
+                out[hf_pattern.format(i=int(pattern.match(name).group(1)), p=p)] = og.pop(name).T
+    lm = og.pop(arch.og_lm_head_weight, None)
+    if lm is not None:
+        out["lm_head.weight"] = lm.T
+    if og:
+        raise ParityError(f"quantized weights with no transformers counterpart: {sorted(og)}")
+    table = embedding_table(folder / "embedding.onnx") if (folder / "embedding.onnx").is_file() else None
+    if table is not None:
+        out[EMBED_TOKENS] = table
+    return out
+
+
 def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
-    """A copy of the reference whose text weights are the int4 decoder's, dequantized: the int4
-    graph must compute exactly what transformers computes with them."""
+    """A copy of the reference whose text weights are the quantized export's, dequantized
+    (decoder, LM head, embedding table, experts): the quantized graphs must compute exactly what
+    transformers computes with them."""
     import torch
 
-    weights = matmulnbits_weights(Path(out_dir) / "model.onnx")
+    weights = quantized_text_weights(Path(out_dir), ref.spec.arch)
     experts = qmoe_weights(Path(out_dir) / "model.onnx")
     model = copy.deepcopy(ref.model)
     params = dict(model.named_parameters())
-    layers = ref.spec.text.num_hidden_layers
     with torch.no_grad():
-        for og_pattern, hf_pattern, parts in ref.spec.arch.og_to_hf_weights:
-            for i in range(layers):
-                for p in parts:
-                    name = hf_pattern.format(i=i, p=p)
-                    if name not in params and i in experts:  # an expert layer has no dense MLP
-                        continue
-                    params[name].copy_(torch.from_numpy(weights.pop(og_pattern.format(i=i, p=p)).T))
+        lm = weights.pop("lm_head.weight", None)
+        if lm is not None:  # untie: the LM head and the embedding table are quantized apart
+            model.lm_head.weight = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(lm)))
+        table = weights.pop(EMBED_TOKENS, None)
+        if table is not None:
+            model.get_input_embeddings().weight = torch.nn.Parameter(torch.from_numpy(table))
+        for name, w in weights.items():
+            params[name].copy_(torch.from_numpy(np.ascontiguousarray(w)))
         layout = ref.spec.arch.experts
         for i, tensors in sorted(experts.items()):
             if layout is None:
                 raise ParityError(f"{out_dir}: QMoE experts in layer {i} of a {ref.spec.architecture} decoder")
             params[layout.hf_gate_up.format(i=i)].copy_(torch.from_numpy(tensors["gate_up"]))
             params[layout.hf_down.format(i=i)].copy_(torch.from_numpy(tensors["down"]))
-        lm = weights.pop(ref.spec.arch.og_lm_head_weight, None)
-        if lm is not None:  # untie: the embedding graph keeps the full-precision table
-            model.lm_head.weight = torch.nn.Parameter(torch.from_numpy(lm.T.copy()))
-    if weights:
-        raise ParityError(f"quantized weights with no transformers counterpart: {sorted(weights)}")
     return Reference(spec=ref.spec, model=model, processor=ref.processor)
-
-
 
 
 def in_dtype(ref: Reference, dtype: str, device: str = "cpu") -> Reference:

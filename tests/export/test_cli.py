@@ -40,6 +40,8 @@ def test_wrong_architecture(tmp_path, checkpoints):
         (("-p", "fp16", "-e", "cpu"), "-p fp16 -e cpu is not supported: onnxruntime's CPU provider has no fp16 kernels"),
         (("-p", "bf16", "-e", "cpu"), "-p bf16 -e cpu is not supported"),
         (("-p", "fp32", "--int4_accuracy_level", "1"), "apply only to -p int4"),
+        (("-p", "fp32", "--int4_recipe", "mixed"), "apply only to -p int4"),
+        (("-p", "int4", "-e", "cuda", "--int4_recipe", "mixed"), "applies to -p int4 -e cpu"),
         (("-p", "fp16", "-e", "cpu", "--vision_precision", "fp16"), "not supported"),
         (("-p", "int4", "-e", "cpu", "--vision_precision", "fp16"), "needs -e cuda"),
     ],

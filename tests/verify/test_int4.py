@@ -5,13 +5,14 @@ transformers run on the int4 weights dequantized, to fp32 tolerance. What int4 i
 against fp32 (at og's default accuracy_level 4) is a property of the weights, not a correctness
 check: benchmarks/run.py measures it on a real-width checkpoint."""
 
+import numpy as np
 import onnx
 import pytest
 
 from genai_qwen3vl.model import io_contract
 from genai_qwen3vl.verify.artifacts import decoder_parity, embedding_parity, vision_parity
 from genai_qwen3vl.verify.compare import assert_within
-from genai_qwen3vl.verify.reference import dequantized_reference
+from genai_qwen3vl.verify.reference import EMBED_TOKENS, dequantized_reference, quantized_text_weights
 
 from ..conftest import ALL_PRESETS
 from ..helpers import SHORT_CASES, check_generation_case, targets
@@ -45,16 +46,31 @@ def test_int4_decoder_equals_transformers_on_dequantized_weights(preset, target,
 @pytest.mark.parity(artifact="embedding")
 @pytest.mark.parametrize("target", INT4)
 @pytest.mark.parametrize("preset", ALL_PRESETS)
-def test_int4_export_keeps_vision_and_embedding_fp32(preset, target, exported, reference, record_parity):
-    out = exported(preset, *target.flags)
+def test_int4_export_keeps_vision_fp32_and_quantizes_the_table(preset, target, exported, reference, dequantized, record_parity):
+    """The vision graph stays fp32 (transformers' own weights); the embedding graph looks up the
+    4-bit table, equal to transformers' embedding on the dequantized table."""
+    out = exported(preset, *target.flags, *EXACT)
     vision = vision_parity(out, reference(preset), [[1, 4, 6], [2, 2, 4]])
-    embedding = embedding_parity(out, reference(preset))
+    embedding = embedding_parity(out, dequantized(preset))
     record_parity({**vision, **embedding})
     assert_within(vision, target.tolerance.vision, f"int4 export's vision ({preset})")
     assert_within(embedding, target.tolerance.embedding, f"int4 export's embedding ({preset})")
-    for name in ("vision.onnx", "embedding.onnx"):
-        types = {i.data_type for i in onnx.load(str(out / name), load_external_data=False).graph.initializer}
-        assert onnx.TensorProto.FLOAT16 not in types and onnx.TensorProto.BFLOAT16 not in types
+    types = {i.data_type for i in onnx.load(str(out / "vision.onnx"), load_external_data=False).graph.initializer}
+    assert onnx.TensorProto.FLOAT16 not in types and onnx.TensorProto.BFLOAT16 not in types
+    table = onnx.load(str(out / "embedding.onnx"), load_external_data=False)
+    [lookup] = [n for n in table.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert {a.name: a.i for a in lookup.attribute}["bits"] == 4
+    spec = reference(preset).spec
+    full = [t.name for t in table.graph.initializer if list(t.dims) == [spec.text.vocab_size, spec.text.hidden_size]]
+    assert not full, f"a float table is left in embedding.onnx: {full}"
+
+
+def test_tied_table_and_lm_head_dequantize_alike(exported):
+    """A tied checkpoint's one matrix, quantized once as the LM head and once as the table,
+    gives the same weights in both places (og's layout and the searched one)."""
+    for recipe in ("rtn", "mixed"):
+        weights = quantized_text_weights(exported("tied", "-p", "int4", "-e", "cpu", "--int4_recipe", recipe))
+        assert np.array_equal(weights["lm_head.weight"], weights[EMBED_TOKENS]), recipe
 
 
 def test_int4_graph_is_og_int4_with_deepstack(exported, reference):
@@ -82,3 +98,34 @@ def test_int4_block_size_flag(exported):
 def test_int4_through_og_equals_transformers_on_dequantized_weights(preset, case, target, exported, dequantized, record_parity):
     out = exported(preset, *target.flags, *EXACT)
     check_generation_case(out, dequantized(preset), case, target.tolerance, record_parity, f"int4 {preset}/{case}")
+
+
+MIXED = ("--int4_recipe", "mixed", *EXACT)
+
+
+def test_int4_recipe_mixed_puts_8_bits_where_it_says(exported, reference):
+    out = exported("awkward", "-p", "int4", "-e", "cpu", *MIXED)
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    bits = {n.name: {a.name: a.i for a in n.attribute}["bits"] for n in model.graph.node if n.op_type == "MatMulNBits"}
+    eight = sorted(name for name, b in bits.items() if b == 8)
+    layers = reference("awkward").spec.text.num_hidden_layers
+    expected = [f"/model/layers.{i}/{part}_Q8" for i in range(layers) for part in ("attn/v_proj/MatMul", "mlp/down_proj/MatMul")]
+    assert eight == sorted(expected + ["/lm_head/MatMul_Q8"])
+    assert set(bits.values()) == {4, 8}
+    table = onnx.load(str(out / "embedding.onnx"), load_external_data=False)
+    [lookup] = [n for n in table.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert {a.name: a.i for a in lookup.attribute}["bits"] == 8
+
+
+@pytest.mark.parity(artifact="decoder")
+@pytest.mark.parity(artifact="end_to_end")
+@pytest.mark.parametrize("target", INT4)
+@pytest.mark.parametrize("preset", ["awkward", "tied"])
+def test_int4_recipe_mixed_equals_transformers_on_dequantized_weights(preset, target, exported, reference, record_parity):
+    out = exported(preset, *target.flags, *MIXED)
+    ref = dequantized_reference(reference(preset), out)
+    report = decoder_parity(out, ref, seed=5, prompt_len=12, decode_steps=3)
+    record_parity(report)
+    assert_within(report, target.tolerance.decoder, f"int4 mixed decoder ({preset})")
+    assert_within(embedding_parity(out, ref), target.tolerance.embedding, f"int4 mixed embedding ({preset})")
+    check_generation_case(out, ref, "one_image", target.tolerance, record_parity, f"int4 mixed {preset}/one_image")
