@@ -225,6 +225,33 @@ def _quantized_tensors(name: str, bits: int, data: np.ndarray, scales: np.ndarra
     return out
 
 
+def _copy_initializers(graph, drop: set[str], writer: _DataWriter, folder: Path, files: dict) -> list[onnx.TensorProto]:
+    """Copies of the graph's initializers but ``drop``, external payloads streamed into ``writer``."""
+    kept = []
+    for tensor in graph.initializer:
+        if tensor.name in drop:
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(tensor)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            writer.write(copy, _payload(tensor, folder, files))
+        kept.append(copy)
+    return kept
+
+
+def _save(model: onnx.ModelProto, nodes: list, initializers: list, path: Path) -> Path:
+    """Save ``model`` with these nodes and initializers (and the com.microsoft opset) at ``path``."""
+    graph = model.graph
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(path))
+    return path
+
+
 def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | None = None) -> Path:
     """Write ``dst_model`` (+ ``<name>.data``): ``src_model`` with every MatMul on a constant
     float32 [K, N] weight replaced by a ``MatMulNBits`` as ``layout`` says, except the MatMuls
@@ -270,26 +297,12 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
             )
             quantized.add(weight.name)
         still_used = {name for n in new_nodes for name in n.input}
-        for tensor in graph.initializer:
-            if tensor.name in quantized and tensor.name not in still_used:
-                continue
-            copy = onnx.TensorProto()
-            copy.CopyFrom(tensor)
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                writer.write(copy, _payload(tensor, src_model.parent, files))
-            kept.append(copy)
+        kept += _copy_initializers(graph, quantized - still_used, writer, src_model.parent, files)
     finally:
         writer.close()
         for handle in files.values():
             handle.close()
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    onnx.save(model, str(dst_model))
-    return dst_model
+    return _save(model, new_nodes, kept, dst_model)
 
 
 def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -> Path:
@@ -329,14 +342,7 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
         for tensor, payload in tensors:
             writer.write(tensor, payload)
             kept.append(tensor)
-        for tensor in graph.initializer:
-            if tensor.name == name:
-                continue
-            copy = onnx.TensorProto()
-            copy.CopyFrom(tensor)
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                writer.write(copy, _payload(tensor, model_path.parent, files))
-            kept.append(copy)
+        kept += _copy_initializers(graph, {name}, writer, model_path.parent, files)
     finally:
         writer.close()
         for handle in files.values():
@@ -347,7 +353,7 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
                 entry.value = data_name
     lookup = helper.make_node(
         "GatherBlockQuantized",
-        [t.name for t, _ in tensors[:2]][:1] + [gather.input[1]] + [t.name for t, _ in tensors[1:]],
+        [tensors[0][0].name, gather.input[1]] + [t.name for t, _ in tensors[1:]],
         list(gather.output),
         name=gather.name + suffix,
         domain="com.microsoft",
@@ -356,14 +362,6 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
         gather_axis=0,
         quantize_axis=1,
     )
-    nodes = [lookup if n is gather else n for n in graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     staged.replace(model_path.with_name(data_name))
-    onnx.save(model, str(model_path))
-    return model_path
+    return _save(model, [lookup if n is gather else n for n in graph.node], kept, model_path)
 
