@@ -52,7 +52,8 @@ setup(
         "serve": SERVE,
         # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
         "test": VERIFY + SERVE + ["pytest>=8", "hypothesis>=6", "ruff>=0.6", "openai>=1.50", "httpx>=0.27", "playwright>=1.45"],
-        "bench": ["matplotlib>=3.8"],
+        # benchmarks/run.py --llama-cpp: llama.cpp's converter reads tokenizers through sentencepiece first
+        "bench": ["matplotlib>=3.8", "sentencepiece>=0.2"],
     },
     entry_points={
         "console_scripts": [

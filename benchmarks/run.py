@@ -15,7 +15,15 @@ builder (fp32 and int4), it measures medians after warm-up:
   greedy tokens): KL divergence of the next-token distributions per step, top-1 agreement;
 * the machine's read bandwidth (the best of several read kernels at 1, 2 and all threads over
   1 GiB), the bytes of weights read per
-  decoded token and each decode figure's fraction of that roofline.
+  decoded token and each decode figure's fraction of that roofline;
+* the int4 export's weight error: relative RMS of its dequantized text weights against the
+  checkpoint's, per tensor class.
+
+With ``--llama-cpp DIR`` (a llama.cpp tree with llama-bench, llama-mtmd-cli and llama-quantize
+built; see benchmarks/llama_cpp.py), the checkpoint is also converted to GGUF (f32, Q8_0, Q4_0,
+Q4_K_M; vision projector f32 and f16) and llama.cpp is measured beside og in the same run,
+the engines alternating round by round: decode and prefill tokens/s, peak RSS decoding, image
+encode, time to first token and weight error, with og's figures over llama.cpp's.
 
 Every engine runs in its own process, one after the other, so that memory figures are its own
 and two models never compete for RAM; each reports its own peak (VmHWM, which a new program
@@ -27,11 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +51,9 @@ sys.path.insert(0, str(ROOT))
 VISION_SIZES = {"448x448": (448, 448), "1280x720": (720, 1280)}
 TTFT_IMAGE = (720, 1280)  # 880 image tokens + the chat text: about 1000 prompt tokens
 DECODE_PROMPT_TOKENS = 128
+TTFT_TEXT = "Describe this image in detail."  # the text after the image in the time-to-first-token prompt
 PREFILL_PROMPT_TOKENS = 512  # the text prompt of the mixture-of-experts prefill measurement
+LLAMA_PREFILL_TOKENS = 900  # the text prompt of the prefill measured beside llama.cpp
 DECODE_STEPS = 32
 
 
@@ -157,15 +170,17 @@ def _og_generator(model_dir: Path, prompt: str, images, max_new: int):
     return start
 
 
-def measure_og(kind: str, model_dir: str, repeats: int) -> dict:
+def measure_og(kind: str, model_dir: str, repeats: int, prompt_tokens: int = PREFILL_PROMPT_TOKENS) -> dict:
+    """"ttft": an image prompt, "prefill": a text prompt of about ``prompt_tokens`` tokens (time
+    to the first token); "decode": tokens/s after a DECODE_PROMPT_TOKENS-token prompt."""
     from genai_qwen3vl.testing.media import make_picture
 
     model_dir = Path(model_dir)
     if kind in ("ttft", "prefill"):  # time to the first token: an image prompt, or a long text one
         if kind == "ttft":
-            prompt, images = _chat_prompt(model_dir, True, "Describe this image in detail."), [make_picture(*TTFT_IMAGE, 2)]
+            prompt, images = _chat_prompt(model_dir, True, TTFT_TEXT), [make_picture(*TTFT_IMAGE, 2)]
         else:
-            prompt, images = _chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS)), []
+            prompt, images = _chat_prompt(model_dir, False, _long_text(model_dir, prompt_tokens)), []
         start = _og_generator(model_dir, prompt, images, 1)
         state = {}
 
@@ -205,7 +220,7 @@ def measure_hf(kind: str, model_dir: str, checkpoint: str, repeats: int) -> dict
     processor.image_processor = AutoImageProcessor.from_pretrained(checkpoint, backend="pil")
     if kind in ("ttft", "prefill"):  # as measure_og: an image prompt, or a long text one
         if kind == "ttft":
-            prompt = _chat_prompt(model_dir, True, "Describe this image in detail.")
+            prompt = _chat_prompt(model_dir, True, TTFT_TEXT)
             enc = processor(text=[prompt], images=[Image.fromarray(make_picture(*TTFT_IMAGE, 2))], return_tensors="pt")
         else:
             enc = processor(text=[_chat_prompt(model_dir, False, _long_text(model_dir, PREFILL_PROMPT_TOKENS))], return_tensors="pt")
@@ -334,7 +349,91 @@ def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_ST
     }
 
 
-MEASURES = {"vision": measure_vision, "og": measure_og, "hf": measure_hf, "bandwidth": measure_bandwidth, "logits": measure_logits}
+# --------------------------------------------------------------------------- weight error
+EMBED_TOKENS = "model.language_model.embed_tokens.weight"
+
+
+def tensor_class(name: str) -> str:
+    """q, k, v, o, gate, up, down, lm_head or embedding, from a transformers text weight name."""
+    if name == "lm_head.weight":
+        return "lm_head"
+    if name == EMBED_TOKENS:
+        return "embedding"
+    found = re.search(r"\.(q|k|v|o|gate|up|down)_proj\.weight$", name)
+    if not found:
+        raise ValueError(f"{name}: not a text projection, LM head or embedding")
+    return found.group(1)
+
+
+def _checkpoint_tensor(checkpoint: Path):
+    """name -> float32 array of the checkpoint's safetensors shards (bf16 widened exactly); a
+    tied checkpoint's lm_head.weight is its embedding table."""
+    from safetensors import safe_open
+
+    shards = [safe_open(str(f), "pt") for f in sorted(checkpoint.glob("*.safetensors"))]
+    where = {name: shard for shard in shards for name in shard.keys()}
+
+    def get(name: str):
+        if name == "lm_head.weight" and name not in where:
+            name = EMBED_TOKENS
+        return where[name].get_tensor(name).float().numpy()
+
+    return get
+
+
+def _squares(w, ref, rows: int = 4096) -> tuple[float, float]:
+    """(sum (w - ref)^2, sum ref^2) in float64, a block of rows at a time."""
+    import numpy as np
+
+    w, ref = w.reshape(w.shape[0], -1), ref.reshape(ref.shape[0], -1)
+    err = norm = 0.0
+    for i in range(0, len(ref), rows):
+        r = ref[i:i + rows].astype(np.float64)
+        err += float(np.square(w[i:i + rows] - r).sum())
+        norm += float(np.square(r).sum())
+    return err, norm
+
+
+def weight_error(weights: Mapping, checkpoint: Path) -> dict[str, float]:
+    """Relative RMS error ||W_deq - W|| / ||W|| of dequantized text weights ({transformers name:
+    float32 array in transformers' layout}) against the checkpoint's, over each tensor class's
+    tensors together; "layers": the decoder layers' projections (q, k, v, o, gate, up, down);
+    "all": every class but the embedding table (which a decoded token only indexes), i.e. the
+    matrices each token is multiplied by, the LM head included."""
+    get = _checkpoint_tensor(Path(checkpoint))
+    sums: dict[str, list[float]] = {}
+    for name, w in weights.items():
+        ref = get(name)
+        if w.shape != ref.shape:
+            raise ValueError(f"{name}: dequantized shape {w.shape}, checkpoint {ref.shape}")
+        err, norm = _squares(w, ref)
+        cls = tensor_class(name)
+        for key in {"embedding": (cls,), "lm_head": (cls, "all")}.get(cls, (cls, "layers", "all")):
+            total = sums.setdefault(key, [0.0, 0.0])
+            total[0] += err
+            total[1] += norm
+    return {k: (e / n) ** 0.5 for k, (e, n) in sorted(sums.items())}
+
+
+def measure_weight_error(engine: str, path: str, checkpoint: str, llama_root: str | None = None) -> dict:
+    """The weight error of an og export's quantized text weights ("og": its folder) or of a GGUF
+    text model ("gguf", read with the llama.cpp tree's gguf-py); for a GGUF, also each class's
+    tensor types."""
+    if engine == "og":
+        from genai_qwen3vl.verify.reference import quantized_text_weights
+
+        return {"error": weight_error(quantized_text_weights(Path(path)), Path(checkpoint))}
+    from benchmarks.llama_cpp import GGUFWeights
+
+    weights = GGUFWeights(Path(path), Path(llama_root))
+    types: dict[str, set] = {}
+    for name in weights:
+        types.setdefault(tensor_class(name), set()).add(weights.type_of(name))
+    return {"error": weight_error(weights, Path(checkpoint)), "types": {k: "/".join(sorted(v)) for k, v in sorted(types.items())}}
+
+
+MEASURES = {"vision": measure_vision, "og": measure_og, "hf": measure_hf, "bandwidth": measure_bandwidth, "logits": measure_logits,
+            "weight_error": measure_weight_error}
 
 
 def child(name: str, *args) -> dict:
@@ -347,8 +446,22 @@ def child(name: str, *args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def interleaved(measures: dict, rounds: int) -> dict[str, dict]:
+    """Call every measure once per round, in the order given, so that the engines alternate and
+    the machine's drift falls on all alike; per measure, the median of each figure over the rounds."""
+    seen: dict[str, list[dict]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            seen[name].append(measure())
+    return {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in seen.items()}
+
+
 # --------------------------------------------------------------------------- orchestration
-def run(layers: int, vision_layers: int, repeats: int, workdir: Path) -> dict:
+def run(layers: int, vision_layers: int, repeats: int, workdir: Path, llama=None) -> dict:
+    """The benchmark on the 2B shape; ``llama`` (a benchmarks.llama_cpp.LlamaCpp) adds llama.cpp.
+    Alone, each engine measures ``repeats`` times in one process. Beside llama.cpp, the engines
+    alternate round by round, each measuring once per process (after its warm-up), and every
+    figure is the median over ``repeats`` rounds."""
     from benchmarks.export_memory import measure as measure_export
     from benchmarks.models import cached_checkpoint, checkpoint_bytes, qwen3vl_2b_shape
 
@@ -362,35 +475,64 @@ def run(layers: int, vision_layers: int, repeats: int, workdir: Path) -> dict:
         print(f"export {precision}: {r['seconds']} s, peak RSS {r['peak_rss_gb']} GB", flush=True)
     results["export"] = exports
     fp32, int4 = workdir / "fp32", workdir / "int4"
+    side = LlamaSide(llama, ckpt, workdir) if llama else None
+    rounds, inner = (repeats, 1) if side else (1, repeats)
 
     vision = {}
     for size in VISION_SIZES:
-        o = child("vision", "onnx", str(fp32), str(ckpt), size, repeats)
-        t = child("vision", "torch", str(fp32), str(ckpt), size, repeats)
+        m = interleaved({"onnx": partial(child, "vision", "onnx", str(fp32), str(ckpt), size, inner),
+                         "torch": partial(child, "vision", "torch", str(fp32), str(ckpt), size, inner),
+                         **(side.vision_measures(size) if side else {})}, rounds)
+        if side:
+            side.take_vision(size, m)
+        o, t = m["onnx"], m["torch"]
         vision[size] = {"onnx_ms": o["ms"], "torch_ms": t["ms"], "onnx_peak_gb": o["peak_gb"], "torch_peak_gb": t["peak_gb"],
                         "onnx_loaded_gb": o["loaded_gb"], "torch_loaded_gb": t["loaded_gb"], "patches": o["patches"]}
         print(f"vision {size}: onnx {o['ms']:.0f} ms / {o['peak_gb']:.2f} GB, torch {t['ms']:.0f} ms / {t['peak_gb']:.2f} GB", flush=True)
     results["vision_by_size"] = vision
     results["vision"] = {k: vision["1280x720"][k] for k in ("onnx_ms", "torch_ms", "onnx_peak_gb", "torch_peak_gb")}
 
-    og_ttft = child("og", "ttft", str(fp32), max(1, repeats // 2))
-    og_int4_ttft = child("og", "ttft", str(int4), max(1, repeats // 2))
-    hf_ttft = child("hf", "ttft", str(fp32), str(ckpt), max(1, repeats // 2))
+    ttft_rounds, ttft_inner = (max(1, repeats // 2), 1) if side else (1, max(1, repeats // 2))
+    m = interleaved({"og": partial(child, "og", "ttft", str(fp32), ttft_inner),
+                     "og_int4": partial(child, "og", "ttft", str(int4), ttft_inner),
+                     "hf": partial(child, "hf", "ttft", str(fp32), str(ckpt), ttft_inner),
+                     **(side.ttft_measures() if side else {})}, ttft_rounds)
+    if side:
+        side.take_ttft(m)
+    og_ttft, og_int4_ttft, hf_ttft = m["og"], m["og_int4"], m["hf"]
     results["ttft_ms"] = {"og": og_ttft["ms"], "og_int4": og_int4_ttft["ms"], "hf": hf_ttft["ms"],
                           "prompt_tokens": og_ttft["prompt_tokens"]}
     print(f"TTFT ({og_ttft['prompt_tokens']} tokens): og fp32 {og_ttft['ms']:.0f} ms, og int4 {og_int4_ttft['ms']:.0f} ms, "
           f"hf {hf_ttft['ms']:.0f} ms", flush=True)
 
-    runs = {
-        "og_fp32": child("og", "decode", str(fp32), repeats),
-        "og_int4": child("og", "decode", str(int4), repeats),
-        "hf_fp32": child("hf", "decode", str(fp32), str(ckpt), repeats),
-    }
+    runs = interleaved({"og_fp32": partial(child, "og", "decode", str(fp32), inner),
+                        "og_int4": partial(child, "og", "decode", str(int4), inner),
+                        "hf_fp32": partial(child, "hf", "decode", str(fp32), str(ckpt), inner),
+                        **(side.decode_measures() if side else {})}, rounds)
+    if side:
+        side.take_decode(runs)
     decode = {k: v["tokens_per_s"] for k, v in runs.items()}
     results["decode_tokens_per_s"] = decode
     # each engine's own peak (VmHWM of its process) while decoding
     results["peak_decode_gb"] = {k: v["peak_gb"] for k, v in runs.items()}
     print("decode tok/s: " + ", ".join(f"{k} {v:.2f}" for k, v in decode.items()), flush=True)
+
+    if side:  # og's prefill beside llama.cpp's: a text prompt of about LLAMA_PREFILL_TOKENS tokens, to the first token
+        m = interleaved({"og_fp32": partial(child, "og", "prefill", str(fp32), 1, LLAMA_PREFILL_TOKENS),
+                         "og_int4": partial(child, "og", "prefill", str(int4), 1, LLAMA_PREFILL_TOKENS),
+                         **side.prefill_measures()}, rounds)
+        side.take_prefill(m)
+        results["prefill_tokens_per_s"] = {k: v["prompt_tokens"] / v["ms"] * 1000 for k, v in m.items()}
+        results["prefill_prompt_tokens"] = m["og_fp32"]["prompt_tokens"]
+        print(f"prefill ({results['prefill_prompt_tokens']} tokens) tok/s: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in results["prefill_tokens_per_s"].items()), flush=True)
+
+    results["weight_error"] = {"og_int4": child("weight_error", "og", str(int4), str(ckpt))["error"]}
+    print("weight error og int4: " + ", ".join(f"{k} {v:.4f}" for k, v in results["weight_error"]["og_int4"].items()), flush=True)
+    if side:
+        side.weight_error()
+        results["llama_cpp"] = side.results
+        results["ratios_vs_llama_cpp"] = ratios_vs_llama_cpp(results)
 
     results["int4_vs_fp32"] = int4_cost(fp32, int4, workdir)
     c = results["int4_vs_fp32"]
@@ -417,6 +559,126 @@ def run(layers: int, vision_layers: int, repeats: int, workdir: Path) -> dict:
         "vision_memory_ratio_1280x720": vision["1280x720"]["onnx_peak_gb"] / vision["1280x720"]["torch_peak_gb"],
     }
     return results
+
+
+class LlamaSide:
+    """llama.cpp's half of ``run``: its GGUF files (made once), the measures it adds to each of
+    run's interleaved groups (named "llama.cpp FORMAT"), and its figures, taken back out of each
+    group's medians into ``results``."""
+
+    PREFIX = "llama.cpp "
+
+    def __init__(self, llama, checkpoint: Path, workdir: Path):
+        start = time.perf_counter()
+        self.llama, self.checkpoint, self.workdir = llama, checkpoint, workdir
+        self.files = llama.prepare(checkpoint, workdir / "gguf")
+        merge = json.loads((checkpoint / "config.json").read_text())["vision_config"]["spatial_merge_size"]
+        self.patches_per_token = merge * merge
+        self.results: dict = {
+            "build_commit": llama.commit(), "threads": llama.threads,
+            "gguf_gb": {p.name: p.stat().st_size / 2**30 for group in self.files.values() for p in group.values()},
+            "vision_ms": {}, "vision_patches": {},
+        }
+        print(f"llama.cpp {self.results['build_commit']}: GGUF files ready in {time.perf_counter() - start:.0f} s", flush=True)
+
+    def _take(self, m: dict) -> dict[str, dict]:
+        """Remove llama.cpp's entries from ``m``: {format: medians}."""
+        return {k.removeprefix(self.PREFIX): m.pop(k) for k in [k for k in m if k.startswith(self.PREFIX)]}
+
+    def _png(self, picture, name: str) -> Path:
+        from PIL import Image
+
+        path = self.workdir / name
+        Image.fromarray(picture).save(path)
+        return path
+
+    # image encode: each projector, beside the smallest text model llama-mtmd-cli must load
+    def vision_measures(self, size: str) -> dict:
+        from benchmarks.llama_cpp import PROJECTORS, VISION_TEXT_FORMAT
+        from genai_qwen3vl.testing.media import make_picture
+
+        image = self._png(make_picture(*VISION_SIZES[size], 1), f"vision-{size}.png")  # the picture measure_vision encodes
+        text = self.files["text"][VISION_TEXT_FORMAT]
+        return {self.PREFIX + p: partial(self.llama.image_prompt, text, self.files["mmproj"][p], image, TTFT_TEXT) for p in PROJECTORS}
+
+    def take_vision(self, size: str, m: dict) -> None:
+        got = self._take(m)
+        self.results["vision_ms"][size] = {p: r["encode_ms"] for p, r in got.items()}
+        self.results["vision_patches"][size] = int(next(iter(got.values()))["image_tokens"]) * self.patches_per_token
+        print(f"llama.cpp vision {size} ({self.results['vision_patches'][size]} patches): "
+              + ", ".join(f"projector {p} {r['encode_ms']:.0f} ms" for p, r in got.items()), flush=True)
+
+    # time to first token: the image prompt of measure_og("ttft"), every text format, the f32 projector
+    def ttft_measures(self) -> dict:
+        from benchmarks.llama_cpp import TEXT_FORMATS
+        from genai_qwen3vl.testing.media import make_picture
+
+        image = self._png(make_picture(*TTFT_IMAGE, 2), "ttft.png")
+        return {self.PREFIX + f: partial(self.llama.image_prompt, self.files["text"][f], self.files["mmproj"]["f32"], image, TTFT_TEXT)
+                for f in TEXT_FORMATS}
+
+    def take_ttft(self, m: dict) -> None:
+        got = self._take(m)
+        self.results["ttft_ms"] = {f: r["ttft_ms"] for f, r in got.items()}
+        self.results["ttft_prompt_tokens"] = int(got["f32"]["prompt_tokens"])
+        print(f"llama.cpp TTFT ({self.results['ttft_prompt_tokens']} tokens): "
+              + ", ".join(f"{f} {v:.0f} ms" for f, v in self.results["ttft_ms"].items()), flush=True)
+
+    def decode_measures(self) -> dict:
+        from benchmarks.llama_cpp import TEXT_FORMATS
+
+        return {self.PREFIX + f: partial(self.llama.decode, self.files["text"][f], DECODE_PROMPT_TOKENS, DECODE_STEPS)
+                for f in TEXT_FORMATS}
+
+    def take_decode(self, m: dict) -> None:
+        got = self._take(m)
+        self.results["decode_tokens_per_s"] = {f: r["tokens_per_s"] for f, r in got.items()}
+        self.results["peak_decode_gb"] = {f: r["peak_gb"] for f, r in got.items()}
+        print("llama.cpp decode tok/s: " + ", ".join(f"{f} {r['tokens_per_s']:.2f} ({r['peak_gb']:.2f} GB)" for f, r in got.items()),
+              flush=True)
+
+    def prefill_measures(self) -> dict:
+        from benchmarks.llama_cpp import TEXT_FORMATS
+
+        return {self.PREFIX + f: partial(self.llama.prefill, self.files["text"][f], LLAMA_PREFILL_TOKENS) for f in TEXT_FORMATS}
+
+    def take_prefill(self, m: dict) -> None:
+        got = self._take(m)
+        self.results["prefill_tokens_per_s"] = {f: r["tokens_per_s"] for f, r in got.items()}
+        self.results["prefill_prompt_tokens"] = LLAMA_PREFILL_TOKENS
+        print(f"llama.cpp prefill ({LLAMA_PREFILL_TOKENS} tokens) tok/s: "
+              + ", ".join(f"{f} {v:.1f}" for f, v in self.results["prefill_tokens_per_s"].items()), flush=True)
+
+    def weight_error(self) -> None:
+        """Each GGUF text model against the checkpoint (the f32 one must come out 0: the name
+        mapping and layouts are right), in a fresh process each."""
+        errors, types = {}, {}
+        for f, path in self.files["text"].items():
+            r = child("weight_error", "gguf", str(path), str(self.checkpoint), str(self.llama.root))
+            errors[f], types[f] = r["error"], r["types"]
+            print(f"weight error llama.cpp {f}: " + ", ".join(f"{k} {v:.4f}" for k, v in r["error"].items()), flush=True)
+        if errors["f32"]["all"] or errors["f32"]["embedding"]:
+            raise SystemExit(f"the f32 GGUF differs from the checkpoint ({errors['f32']}): the GGUF name mapping is wrong")
+        self.results["weight_error"], self.results["tensor_types"] = errors, types
+
+
+# og's figure over llama.cpp's: og int4 against Q4_K_M and Q4_0, og fp32 against f32
+LLAMA_PAIRS = {"og_int4/q4_k_m": ("og_int4", "q4_k_m"), "og_int4/q4_0": ("og_int4", "q4_0"), "og_fp32/f32": ("og_fp32", "f32")}
+
+
+def ratios_vs_llama_cpp(results: dict) -> dict:
+    """og / llama.cpp for each pair of LLAMA_PAIRS: above 1, og decodes or prefills faster, or
+    takes more memory or time; vision: vision.onnx's encode time over each projector's."""
+    ll = results["llama_cpp"]
+    ours = {"decode": results["decode_tokens_per_s"], "prefill": results["prefill_tokens_per_s"],
+            "peak_decode_gb": results["peak_decode_gb"],
+            "ttft": {"og_fp32": results["ttft_ms"]["og"], "og_int4": results["ttft_ms"]["og_int4"]}}
+    theirs = {"decode": ll["decode_tokens_per_s"], "prefill": ll["prefill_tokens_per_s"], "peak_decode_gb": ll["peak_decode_gb"],
+              "ttft": ll["ttft_ms"]}
+    ratios = {measure: {pair: ours[measure][o] / theirs[measure][f] for pair, (o, f) in LLAMA_PAIRS.items()} for measure in ours}
+    ratios["vision"] = {f"{size} onnx/{p}": results["vision_by_size"][size]["onnx_ms"] / ms
+                        for size, by_projector in ll["vision_ms"].items() for p, ms in by_projector.items()}
+    return ratios
 
 
 def run_moe(depths: list[int], repeats: int, workdir: Path) -> dict:
@@ -522,6 +784,92 @@ def moe_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+WEIGHT_CLASSES = ("q", "k", "v", "o", "gate", "up", "down", "layers", "lm_head", "embedding", "all")
+
+
+def _types_line(types: dict[str, dict[str, str]]) -> str:
+    """llama.cpp's tensor types per format, classes grouped by type."""
+    parts = []
+    for fmt, by_class in types.items():
+        groups: dict[str, list[str]] = {}
+        for cls, t in by_class.items():
+            groups.setdefault(t, []).append(cls)
+        parts.append(f"{fmt.upper()}: " + ", ".join(f"{t} for {' '.join(c)}" for t, c in groups.items()))
+    return "llama.cpp's tensor types: " + "; ".join(parts) + "."
+
+
+def weight_error_markdown(results: dict) -> list[str]:
+    if "weight_error" not in results:
+        return []
+    ll = results.get("llama_cpp", {})
+    rows = {"og int4": results["weight_error"]["og_int4"]} | {f"llama.cpp {f.upper()}": e for f, e in ll.get("weight_error", {}).items()}
+    lines = [
+        "",
+        "Weight error: relative RMS ||W_deq - W|| / ||W|| of the dequantized text weights against the checkpoint's, over each "
+        "tensor class; layers: q to down together; all: every class but the embedding table (the matrices each decoded token "
+        "is multiplied by); "
+        "–: kept in full precision.",
+        "",
+        "| weights | " + " | ".join(WEIGHT_CLASSES) + " |",
+        "|---" * (len(WEIGHT_CLASSES) + 1) + "|",
+    ]
+    for name, e in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{e[c]:.4f}" if c in e else "–" for c in WEIGHT_CLASSES) + " |")
+    if "tensor_types" in ll:
+        lines += ["", _types_line(ll["tensor_types"]) + " The tied GGUF has no output.weight: its LM head is token_embd."]
+    return lines
+
+
+def llama_markdown(results: dict) -> list[str]:
+    ll, q = results["llama_cpp"], results["ratios_vs_llama_cpp"]
+    d, pf, pk, t = results["decode_tokens_per_s"], results["prefill_tokens_per_s"], results["peak_decode_gb"], results["ttft_ms"]
+    rows = {
+        "og fp32": (d["og_fp32"], pf["og_fp32"], pk["og_fp32"], t["og"], None),
+        "og int4": (d["og_int4"], pf["og_int4"], pk["og_int4"], t["og_int4"], results["weight_error"]["og_int4"]),
+    }
+    for f in ll["decode_tokens_per_s"]:
+        rows[f"llama.cpp {f.upper()}"] = (ll["decode_tokens_per_s"][f], ll["prefill_tokens_per_s"][f], ll["peak_decode_gb"][f],
+                                          ll["ttft_ms"][f], ll["weight_error"][f])
+    order = ["og fp32", "llama.cpp F32", "og int4"] + [k for k in rows if k not in ("og fp32", "llama.cpp F32", "og int4")]
+    lines = [
+        "",
+        f"## llama.cpp on the same checkpoint (build {ll['build_commit']}, {ll['threads']} threads, engines alternating round by round)",
+        "",
+        f"| engine, format | decode tok/s | prefill tok/s ({results['prefill_prompt_tokens']} / {ll['prefill_prompt_tokens']} tokens) "
+        f"| peak RSS decoding | time to first token ({t['prompt_tokens']} / {ll['ttft_prompt_tokens']}-token image prompt) "
+        "| weight error (layers / all) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in order:
+        dec, pre, peak, ttft, err = rows[name]
+        error = "–" if err is None else " / ".join(f"{err[k]:.4f}" if k in err else "–" for k in ("layers", "all"))
+        lines.append(f"| {name} | {dec:.2f} | {pre:.1f} | {peak:.2f} GB | {ttft:.0f} ms | {error} |")
+    lines += ["", "og / llama.cpp (tokens/s above 1: og is faster; memory and time above 1: og needs more):", ""]
+    for pair, (ours, theirs) in LLAMA_PAIRS.items():
+        lines.append(f"* {ours.replace('_', ' ')} / llama.cpp {theirs.upper()}: decode {q['decode'][pair]:.2f}x, "
+                     f"prefill {q['prefill'][pair]:.2f}x, "
+                     f"peak RSS {q['peak_decode_gb'][pair]:.2f}x, time to first token {q['ttft'][pair]:.2f}x")
+    projectors = list(next(iter(ll["vision_ms"].values())))
+    lines += ["", "| image encode | og vision.onnx | " + " | ".join(f"llama.cpp projector {p.upper()}" for p in projectors) + " |",
+              "|---" * (len(projectors) + 2) + "|"]
+    for size, by_projector in ll["vision_ms"].items():
+        ours = results["vision_by_size"][size]
+        cells = " | ".join(f"{ms:.0f} ms ({ours['onnx_ms'] / ms:.2f}x)" for ms in by_projector.values())
+        lines.append(f"| {size} ({ours['patches']} / {ll['vision_patches'][size]} patches) | {ours['onnx_ms']:.0f} ms | {cells} |")
+    lines += [
+        "",
+        "How llama.cpp is measured: decode, `llama-bench -d 128 -n 32` (32 tokens after a 128-token context, as og's decode); "
+        f"prefill, `llama-bench -p {ll['prefill_prompt_tokens']} -n 0`, against og's time to the first token of a text prompt of "
+        "about as many tokens; image encode, llama-mtmd-cli's \"mtmd batch encoding done in N ms\" (the Q4_0 text model beside "
+        "the projector); time to first token, llama-mtmd-cli `-n 1`'s \"prompt eval time\", which runs from the first prompt "
+        "chunk through the image encode and the image's and text's decode to the last prompt position's logits (it leaves out "
+        "reading and resizing the PNG), with the f32 projector, against og's full time to the first token of the same image and "
+        "text. llama.cpp resizes images to its own grid (the patch counts above: og / llama.cpp). Peak RSS: each process's own "
+        "VmHWM (llama.cpp's GGUF pages count once touched through mmap). Ratios in the image table: og's time over llama.cpp's.",
+    ]
+    return lines
+
+
 def markdown(results: dict) -> str:
     c, v, t, d, r, q = (results[k] for k in ("config", "vision_by_size", "ttft_ms", "decode_tokens_per_s", "roofline", "ratios"))
     lines = [
@@ -564,6 +912,9 @@ def markdown(results: dict) -> str:
     ]
     for p, e in results["export"].items():
         lines.append(f"| {p} | {e['seconds']} s | {e['peak_rss_gb']} GB |")
+    lines += weight_error_markdown(results)
+    if "llama_cpp" in results:
+        lines += llama_markdown(results)
     return "\n".join(lines) + "\n"
 
 
@@ -573,20 +924,38 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ll = results.get("llama_cpp")
+    if ll:  # room for llama.cpp's bars
+        fig, axes = plt.subplots(1, 3, figsize=(18, 4.2), gridspec_kw={"width_ratios": [7, 5, 4]})
+    else:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     d = results["decode_tokens_per_s"]
-    colors = ["grey", "tab:blue", "tab:green"]
-    axes[0].bar(["transformers\nfp32", "og fp32", "og int4"], [d["hf_fp32"], d["og_fp32"], d["og_int4"]], color=colors)
+    names, values, colors = ["transformers\nfp32", "og fp32", "og int4"], [d["hf_fp32"], d["og_fp32"], d["og_int4"]], \
+        ["grey", "tab:blue", "tab:green"]
+    if ll:
+        names += [f"llama.cpp\n{f.upper()}" for f in ll["decode_tokens_per_s"]]
+        values += list(ll["decode_tokens_per_s"].values())
+        colors += ["tab:orange"] * len(ll["decode_tokens_per_s"])
+    axes[0].bar(names, values, color=colors)
     axes[0].set_title("decode (tokens/s, higher is better)")
     t = results["ttft_ms"]
-    axes[1].bar(["transformers", "og"], [t["hf"] / 1000, t["og"] / 1000], color=["grey", "tab:blue"])
+    names, values, colors = ["transformers", "og"], [t["hf"] / 1000, t["og"] / 1000], ["grey", "tab:blue"]
+    if ll:
+        names[1:] = ["og fp32", "og int4"] + [f"llama.cpp\n{f.upper()}" for f in ("f32", "q4_k_m")]
+        values += [t["og_int4"] / 1000] + [ll["ttft_ms"][f] / 1000 for f in ("f32", "q4_k_m")]
+        colors += ["tab:green"] + ["tab:orange"] * 2
+    axes[1].bar(names, values, color=colors)
     axes[1].set_title(f"time to first token, {t['prompt_tokens']} tokens (s)")
     v = results["vision_by_size"]
     sizes = list(v)
-    x = range(len(sizes))
-    axes[2].bar([i - 0.2 for i in x], [v[s]["torch_ms"] / 1000 for s in sizes], 0.4, label="transformers", color="grey")
-    axes[2].bar([i + 0.2 for i in x], [v[s]["onnx_ms"] / 1000 for s in sizes], 0.4, label="onnxruntime", color="tab:blue")
-    axes[2].set_xticks(list(x), sizes)
+    bars = {"transformers": ([v[s]["torch_ms"] for s in sizes], "grey"), "onnxruntime": ([v[s]["onnx_ms"] for s in sizes], "tab:blue")}
+    if ll:
+        bars["llama.cpp (f32 projector)"] = ([ll["vision_ms"][s]["f32"] for s in sizes], "tab:orange")
+    width = 0.8 / len(bars)
+    for j, (label, (ms, color)) in enumerate(bars.items()):
+        axes[2].bar([i + (j - (len(bars) - 1) / 2) * width for i in range(len(sizes))], [x / 1000 for x in ms], width,
+                    label=label, color=color)
+    axes[2].set_xticks(range(len(sizes)), sizes)
     axes[2].set_title("vision encoder (s)")
     axes[2].legend()
     c = results["config"]
@@ -611,14 +980,28 @@ def main() -> None:
         help="instead: the Qwen3-VL-30B-A3B shape cut to these depths (default 2 4), extrapolated to 48 layers "
         "(with --docs: docs/moe_benchmarks.md)",
     )
+    parser.add_argument(
+        "--llama-cpp",
+        type=Path,
+        metavar="DIR",
+        help="also llama.cpp, from this llama.cpp tree with llama-bench, llama-mtmd-cli and llama-quantize built in build/bin "
+        "(converted to GGUF f32, Q8_0, Q4_0, Q4_K_M; measured beside og, round by round)",
+    )
     args = parser.parse_args()
+    llama = None
+    if args.llama_cpp:
+        if args.moe is not None:
+            parser.error("--llama-cpp goes with the dense benchmark, not --moe")
+        from benchmarks.llama_cpp import LlamaCpp
+
+        llama = LlamaCpp.find(args.llama_cpp, os.cpu_count() or 1)  # the og side's thread count too
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-bench-") as work:
         if args.moe is not None:
             results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
         else:
             layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
-            results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work))
+            results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work), llama)
     results["benchmark_seconds"] = round(time.perf_counter() - start)
     text = moe_markdown(results) if args.moe is not None else markdown(results)
     print(text)

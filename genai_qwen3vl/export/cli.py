@@ -71,9 +71,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         "--int4_recipe",
         default=DEFAULT_INT4_RECIPE,
         choices=list(INT4_RECIPES),
-        help=f"-p int4 -e cpu: rtn = og's own int4 (every weight 4-bit, largest magnitude to the range's end); "
-        "mse = the same format with each block's scale searched for the least error; mixed = mse with 8 bits for the "
-        f"LM head, embedding table, attention v and MLP down (default {DEFAULT_INT4_RECIPE}; docs/quantization.md)",
+        help="-p int4 -e cpu: rtn = og's own int4 (every weight 4-bit); mixed = 8 bits for the LM head, attention v "
+        f"and MLP down, 4 elsewhere (default {DEFAULT_INT4_RECIPE}; docs/quantization.md)",
     )
     parser.add_argument(
         "--vision_precision",
