@@ -218,7 +218,7 @@ GGUF_TO_HF = {
     "ffn_up": "model.language_model.layers.{i}.mlp.up_proj.weight",
     "ffn_down": "model.language_model.layers.{i}.mlp.down_proj.weight",
 }
-EMBED_TOKENS = "model.language_model.embed_tokens.weight"
+from genai_qwen3vl.verify.reference import EMBED_TOKENS  # noqa: E402
 
 
 def hf_name(gguf_name: str) -> str | None:

@@ -350,7 +350,7 @@ def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_ST
 
 
 # --------------------------------------------------------------------------- weight error
-EMBED_TOKENS = "model.language_model.embed_tokens.weight"
+from genai_qwen3vl.verify.reference import EMBED_TOKENS  # noqa: E402
 
 
 def tensor_class(name: str) -> str:

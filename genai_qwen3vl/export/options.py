@@ -37,7 +37,7 @@ class ExportOptions:
     int4_block_size: int = DEFAULT_INT4_BLOCK_SIZE
     # MatMulNBits accuracy_level: 1 fp32 activations, 4 int8 activations; None = the target's default
     int4_accuracy_level: int | None = None
-    # which weights get 8 bits, scale search, symmetry (precisions.INT4_RECIPES)
+    # which weights get 8 bits (precisions.INT4_RECIPES)
     int4_recipe: str = DEFAULT_INT4_RECIPE
     # dtype of the vision and embedding graphs' weights; None = the target's default
     vision_precision: str | None = None

@@ -6,7 +6,7 @@ Qwen3-VL-2B. ``quantize_weights`` does the same transformation one weight at a t
 MatMul with a constant 2-D float32 weight becomes a ``MatMulNBits`` node, reading each weight
 from the external data file and streaming every initializer into a new one. A
 ``QuantLayout`` (``model/precisions.py``) says which weights get 4 or 8 bits, the block size,
-symmetry and whether each block's scale is searched. With og's own layout (recipe ``rtn``) the
+and symmetry. With og's own layout (recipe ``rtn``) the
 result is byte for byte og's own int4 output (same node and initializer names, attributes,
 weights packed by the same onnxruntime kernel, ``quantize_matmul_4bits``):
 ``tests/export/test_quantize.py`` checks it::
@@ -120,64 +120,35 @@ def set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
 
 
 # --------------------------------------------------------------------------- block quantization
-# candidate shrink factors of a block's range when searching for its scale (1 = the full range)
-_SEARCH = np.linspace(0.7, 1.0, 10, dtype=np.float32)
 _ROWS = 512  # rows quantized at a time: bounds the temporaries to a few of these slices
 
 
-def _candidates(b: np.ndarray, qmax: float, mid: float, symmetric: bool, shrink: float):
-    """A block's scale and zero point for the range shrunk by ``shrink`` (1 = the whole range)."""
-    if symmetric:
-        # the signed value of largest magnitude maps to 0 (-mid): onnxruntime's convention
-        top = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1)
-        s = top * (shrink / -mid)
-        return s, np.full_like(s, mid)
-    lo = np.minimum(b.min(-1, keepdims=True), 0.0)
-    hi = np.maximum(b.max(-1, keepdims=True), 0.0)
-    s = (hi - lo) * (shrink / qmax)
-    return s, np.clip(np.rint(-lo * shrink / np.where(s == 0, 1, s)), 0, qmax)
-
-
-def _round(b: np.ndarray, s: np.ndarray, z: np.ndarray, qmax: float) -> np.ndarray:
-    inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
-    q = np.rint(b * inv)
-    q += z
-    return np.clip(q, 0, qmax, out=q)
-
-
-def quantize_blocks(w: np.ndarray, bits: int, block: int, symmetric: bool, search: bool):
+def quantize_blocks(w: np.ndarray, bits: int, block: int, symmetric: bool):
     """Quantize the rows of ``w`` [N, K] (float32) block-wise along K as ``MatMulNBits`` and
     ``GatherBlockQuantized`` read them: returns (q uint8 [N, K/block, block] in 0..2^bits-1,
     scales float32 [N, K/block], zero points uint8 [N, K/block] or None when symmetric, whose
     implicit zero point is 2^(bits-1)). K is padded with zeros to whole blocks. A weight
-    dequantizes to (q - zero point) * scale. With ``search``, each block takes the candidate
-    range (``_SEARCH``) whose dequantized values are nearest its own (least squares)."""
+    dequantizes to (q - zero point) * scale; a symmetric block's value of largest magnitude
+    maps to 0 (onnxruntime's convention), an asymmetric block spans [min(w, 0), max(w, 0)]."""
     n, k = w.shape
     blocks = -(-k // block)
     qmax, mid = float(2**bits - 1), float(2 ** (bits - 1))
     q = np.empty((n, blocks, block), dtype=np.uint8)
     scales = np.empty((n, blocks), dtype=np.float32)
     zeros = None if symmetric else np.empty((n, blocks), dtype=np.uint8)
-    shrink = _SEARCH if search else np.ones(1, dtype=np.float32)
     for r in range(0, n, _ROWS):
         b = np.zeros((min(_ROWS, n - r), blocks * block), dtype=np.float32)
         b[:, :k] = w[r : r + _ROWS]
         b = b.reshape(b.shape[0], blocks, block)
-        options = [_candidates(b, qmax, mid, symmetric, c) for c in shrink]
-        if len(options) == 1:
-            s, z = options[0]
+        if symmetric:
+            s = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1) / -mid
+            z = np.full_like(s, mid)
         else:
-            errors = []
-            for s, z in options:
-                d = _round(b, s, z, qmax)
-                d -= z
-                d *= s
-                d -= b
-                errors.append(np.einsum("ijk,ijk->ij", d, d))
-            best = np.argmin(np.stack(errors), axis=0)[..., None]
-            s = np.take_along_axis(np.stack([o[0] for o in options]), best[None], 0)[0]
-            z = np.take_along_axis(np.stack([o[1] for o in options]), best[None], 0)[0]
-        q[r : r + _ROWS] = _round(b, s, z, qmax)
+            lo = np.minimum(b.min(-1, keepdims=True), 0.0)
+            s = (np.maximum(b.max(-1, keepdims=True), 0.0) - lo) / qmax
+            z = np.clip(np.rint(-lo / np.where(s == 0, 1, s)), 0, qmax)
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
+        q[r : r + _ROWS] = np.clip(np.rint(b * inv) + z, 0, qmax)
         scales[r : r + _ROWS] = s[..., 0]
         if zeros is not None:
             zeros[r : r + _ROWS] = z[..., 0]
@@ -195,12 +166,12 @@ def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
     """Quantize the rows of ``rows`` [N, K] block-wise along K as ``layout`` says: (data uint8
     [N, K/block, block*bits/8], scales float32 [N, K/block], zero points uint8 packed as
     MatMulNBits reads them [N, ceil(K/block*bits/8)], or None). og's own layout (4 bits,
-    symmetric, no search) goes through onnxruntime's kernel, byte for byte og's int4."""
+    symmetric) goes through onnxruntime's kernel, byte for byte og's int4."""
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
     cols, k = rows.shape
     blocks = -(-k // layout.block_size)
-    if bits == 4 and layout.symmetric and not layout.search:
+    if bits == 4 and layout.symmetric:
         w = np.ascontiguousarray(rows.T)  # [K, N], as the kernel takes it
         if blocks * layout.block_size != k:
             w = np.pad(w, ((0, blocks * layout.block_size - k), (0, 0)))
@@ -209,16 +180,20 @@ def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
         unused = np.zeros((cols, (blocks + 1) // 2), dtype=np.uint8)
         quantize_matmul_4bits(packed, w, scales, unused, layout.block_size, cols, k, True)
         return packed, scales, None
-    q, scales, zeros = quantize_blocks(rows, bits, layout.block_size, layout.symmetric, layout.search)
+    q, scales, zeros = quantize_blocks(rows, bits, layout.block_size, layout.symmetric)
     if zeros is not None and bits == 4:
         zeros = pack_bits(np.pad(zeros, ((0, 0), (0, blocks % 2))), 4)
     return pack_bits(q, bits), scales, zeros
 
 
+def _suffix(bits: int) -> str:
+    """What og appends to a quantized weight's and node's names."""
+    return f"_Q{bits}"
+
+
 def _quantized_tensors(name: str, bits: int, data: np.ndarray, scales: np.ndarray, zeros) -> list:
     """(initializer, payload) pairs of one quantized weight, named as og names them."""
-    suffix = "_Q4" if bits == 4 else "_Q8"
-    out = [(_tensor(name + suffix, onnx.TensorProto.UINT8, data.shape), data),
+    out = [(_tensor(name + _suffix(bits), onnx.TensorProto.UINT8, data.shape), data),
            (_tensor(name + "_scales", onnx.TensorProto.FLOAT, scales.shape), scales)]
     if zeros is not None:
         out.append((_tensor(name + "_zero_points", onnx.TensorProto.UINT8, zeros.shape), zeros))
@@ -291,9 +266,8 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
             if accuracy_level:
                 attrs["accuracy_level"] = accuracy_level
             inputs = [node.input[0]] + [tensor.name for tensor, _ in tensors]
-            suffix = "_Q4" if bits == 4 else "_Q8"
             new_nodes.append(
-                helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + suffix, domain="com.microsoft", **attrs)
+                helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + _suffix(bits), domain="com.microsoft", **attrs)
             )
             quantized.add(weight.name)
         still_used = {name for n in new_nodes for name in n.input}
@@ -308,7 +282,7 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
 def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -> Path:
     """Rewrite a graph whose token table is a constant float32 [V, H] ``Gather`` input (the
     embedding graph) so that the table is stored block-quantized along H, ``bits`` per value
-    with ``layout``'s block size, symmetry and scale search, and looked up by onnxruntime's
+    with ``layout``'s block size and symmetry, and looked up by onnxruntime's
     ``GatherBlockQuantized`` (com.microsoft), which dequantizes just the gathered rows. The
     table's rows are quantized exactly as an LM head over the same matrix is (blocks along H),
     so a tied checkpoint's embedding and LM head dequantize alike."""
@@ -329,7 +303,6 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
     data, scales, zeros = quantize_rows(table, bits, layout)
     del table
     name = gather.input[0]
-    suffix = "_Q4" if bits == 4 else "_Q8"
     # the table's rows as GatherBlockQuantized reads them: [V, H*bits/8], no padding past H
     data = np.ascontiguousarray(data.reshape(vocab, -1)[:, : hidden * bits // 8])
     tensors = _quantized_tensors(name, bits, data, scales, zeros)
@@ -355,7 +328,7 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
         "GatherBlockQuantized",
         [tensors[0][0].name, gather.input[1]] + [t.name for t, _ in tensors[1:]],
         list(gather.output),
-        name=gather.name + suffix,
+        name=gather.name + _suffix(bits),
         domain="com.microsoft",
         bits=bits,
         block_size=layout.block_size,
