@@ -9,7 +9,7 @@ builder (fp32 and int4), it measures medians after warm-up:
 * vision encoder latency and peak memory, 448x448 and 1280x720: vision.onnx in onnxruntime vs
   transformers' vision tower (sdpa);
 * time to first token for an image prompt of about 1000 tokens: og vs transformers;
-* decode tokens/s: og fp32, og int4, transformers eager fp32;
+* decode tokens/s: og fp32, og int4, transformers fp32 (its default attention, sdpa);
 * export time and peak RSS;
 * what int4 costs against fp32 (og int4 at its default accuracy_level 4 fed the fp32 model's
   greedy tokens): KL divergence of the next-token distributions per step, top-1 agreement;
@@ -213,9 +213,8 @@ def measure_hf(kind: str, model_dir: str, checkpoint: str, repeats: int) -> dict
 
     torch.set_num_threads(os.cpu_count() or 1)
     model_dir = Path(model_dir)
-    attn = "sdpa" if kind in ("ttft", "prefill") else "eager"
     arch = Qwen3VLSpec.from_checkpoint(checkpoint).arch  # Qwen3VL or Qwen3VLMoe ForConditionalGeneration
-    model = arch.transformers_class(arch.hf_class).from_pretrained(checkpoint, dtype=torch.float32, attn_implementation=attn).eval()
+    model = arch.transformers_class(arch.hf_class).from_pretrained(checkpoint, dtype=torch.float32).eval()  # its default attention (sdpa)
     processor = AutoProcessor.from_pretrained(checkpoint)
     processor.image_processor = AutoImageProcessor.from_pretrained(checkpoint, backend="pil")
     if kind in ("ttft", "prefill"):  # as measure_og: an image prompt, or a long text one
