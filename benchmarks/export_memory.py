@@ -56,11 +56,11 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def measure(checkpoint: Path, precision: str, ep: str = "cpu", keep: Path | None = None) -> dict:
-    """Export ``checkpoint`` and sample its memory; the output is deleted unless ``keep`` names
-    where to write it."""
+def measure(checkpoint: Path, precision: str, ep: str = "cpu", keep: Path | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """Export ``checkpoint`` (with the ``extra`` command-line flags) and sample its memory; the
+    output is deleted unless ``keep`` names where to write it."""
     out = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="export-mem-")) / "model"
-    cmd = [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(checkpoint), "-o", str(out), "-p", precision, "-e", ep]
+    cmd = [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(checkpoint), "-o", str(out), "-p", precision, "-e", ep, *extra]
     peaks = {"VmRSS": 0, "RssAnon": 0}
     stage_peaks: dict[str, dict[str, int]] = {}
     current = ["start"]

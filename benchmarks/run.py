@@ -296,18 +296,24 @@ def weight_bytes(model_path: Path) -> int:
     return total - cache
 
 
-def measure_logits(model_dir: str, steps: int, forced: list[int] | None, out_file: str) -> dict:
-    """og's next-token logits over ``steps`` steps of a text prompt: greedy, or (``forced``) fed
-    the given tokens, so that two models are compared on the same contexts. Saved to ``out_file``."""
+def measure_logits(model_dir: str, steps: int, forced: list[int] | None, out_file: str, image: bool = False) -> dict:
+    """og's next-token logits over ``steps`` steps of a text prompt (``image``: the time-to-first-
+    token image prompt): greedy, or (``forced``) fed the given tokens, so that two models are
+    compared on the same contexts. Saved to ``out_file``."""
     import numpy as np
     import onnxruntime_genai as og
 
+    from genai_qwen3vl.testing.media import make_picture
+
     model_dir = Path(model_dir)
-    prompt = _chat_prompt(model_dir, False, _long_text(model_dir, DECODE_PROMPT_TOKENS))
+    if image:
+        prompt, images = _chat_prompt(model_dir, True, TTFT_TEXT), [make_picture(*TTFT_IMAGE, 2)]
+    else:
+        prompt, images = _chat_prompt(model_dir, False, _long_text(model_dir, DECODE_PROMPT_TOKENS)), []
     model = og.Model(str(model_dir))
     from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
 
-    inputs = Qwen3VLProcessor(model_dir)(prompt)
+    inputs = Qwen3VLProcessor(model_dir)(prompt, images=images)
     params = og.GeneratorParams(model)
     n = int(inputs["input_ids"].shape()[-1])
     params.set_search_options(do_sample=False, max_length=n + steps + 1, min_length=n + steps + 1)
@@ -325,13 +331,14 @@ def measure_logits(model_dir: str, steps: int, forced: list[int] | None, out_fil
     return {"tokens": tokens}
 
 
-def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_STEPS) -> dict:
+def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_STEPS, image: bool = False) -> dict:
     """KL(fp32 || int4) of the next-token distributions and top-1 agreement, int4 fed the fp32
-    model's greedy tokens (the same contexts at every step)."""
+    model's greedy tokens (the same contexts at every step); any two exports of one checkpoint
+    compare so (``image``: on the image prompt)."""
     import numpy as np
 
-    ref = child("logits", str(fp32_dir), steps, None, str(work / "fp32_logits.npy"))
-    child("logits", str(int4_dir), steps, ref["tokens"], str(work / "int4_logits.npy"))
+    ref = child("logits", str(fp32_dir), steps, None, str(work / "fp32_logits.npy"), image)
+    child("logits", str(int4_dir), steps, ref["tokens"], str(work / "int4_logits.npy"), image)
     p_logits, q_logits = np.load(work / "fp32_logits.npy"), np.load(work / "int4_logits.npy")
 
     def log_softmax(x):
@@ -431,8 +438,32 @@ def measure_weight_error(engine: str, path: str, checkpoint: str, llama_root: st
     return {"error": weight_error(weights, Path(checkpoint)), "types": {k: "/".join(sorted(v)) for k, v in sorted(types.items())}}
 
 
-MEASURES = {"vision": measure_vision, "og": measure_og, "hf": measure_hf, "bandwidth": measure_bandwidth, "logits": measure_logits,
-            "weight_error": measure_weight_error}
+def measure_features(model_dir: str, size: str, out_file: str) -> dict:
+    """The vision graph's features for the picture measure_vision encodes, saved to ``out_file``."""
+    import numpy as np
+    import onnxruntime as ort
+
+    pixels, grid = _pixels(Path(model_dir), VISION_SIZES[size])
+    session = ort.InferenceSession(str(Path(model_dir) / "vision.onnx"), providers=["CPUExecutionProvider"])
+    np.save(out_file, session.run(None, {"pixel_values": pixels, "image_grid_thw": grid})[0])
+    return {}
+
+
+def feature_error(ref_file: Path, ours_file: Path, sets: int) -> dict:
+    """Relative RMS of the features against the reference's, per feature set (the merger's, then
+    each DeepStack merger's, side by side on the last axis), and the cosine of the whole."""
+    import numpy as np
+
+    ref, ours = np.load(ref_file).astype(np.float64), np.load(ours_file).astype(np.float64)
+    width = ref.shape[-1] // sets
+    rel = [float(np.sqrt(((ours - ref)[:, i * width:(i + 1) * width] ** 2).sum() / (ref[:, i * width:(i + 1) * width] ** 2).sum()))
+           for i in range(sets)]
+    cosine = float((ours * ref).sum() / np.sqrt((ours**2).sum() * (ref**2).sum()))
+    return {"relative_rms": rel, "cosine": cosine}
+
+
+MEASURES = {"vision": measure_vision, "features": measure_features, "og": measure_og, "hf": measure_hf,
+            "bandwidth": measure_bandwidth, "logits": measure_logits, "weight_error": measure_weight_error}
 
 
 def child(name: str, *args) -> dict:
@@ -678,6 +709,77 @@ def ratios_vs_llama_cpp(results: dict) -> dict:
     ratios["vision"] = {f"{size} onnx/{p}": results["vision_by_size"][size]["onnx_ms"] / ms
                         for size, by_projector in ll["vision_ms"].items() for p, ms in by_projector.items()}
     return ratios
+
+
+def run_vision_quant(layers: int, vision_layers: int, bits: str, repeats: int, workdir: Path) -> dict:
+    """og int4 with the fp32 vision tower against og int4 with ``--vision_quant bits``, the
+    engines alternating round by round: image encode at both sizes, time to first token, decode
+    tokens/s and peak RSS decoding; then the features' error against fp32 and what it does to
+    the next-token distributions of the image prompt (KL, top-1 agreement)."""
+    from benchmarks.export_memory import measure as measure_export
+    from benchmarks.models import cached_checkpoint, qwen3vl_2b_shape
+
+    ckpt = cached_checkpoint(qwen3vl_2b_shape(layers, vision_layers))
+    results: dict = {"config": {"layers": layers, "vision_layers": vision_layers, "threads": os.cpu_count(), "vision_quant": bits},
+                     "export": {}}
+    dirs = {"fp32": workdir / "int4", bits: workdir / f"int4-vision-{bits}"}
+    for name, folder in dirs.items():
+        extra = () if name == "fp32" else ("--vision_quant", bits)
+        results["export"][name] = measure_export(ckpt, "int4", keep=folder, extra=extra)
+        print(f"export int4, vision {name}: {results['export'][name]['seconds']} s", flush=True)
+    results["vision_ms"], results["vision_peak_gb"] = {}, {}
+    for size in VISION_SIZES:
+        m = interleaved({name: partial(child, "vision", "onnx", str(d), str(ckpt), size, 1) for name, d in dirs.items()}, repeats)
+        results["vision_ms"][size] = {name: r["ms"] for name, r in m.items()}
+        results["vision_peak_gb"][size] = {name: r["peak_gb"] for name, r in m.items()}
+        print(f"vision {size}: " + ", ".join(f"{n} {r['ms']:.0f} ms / {r['peak_gb']:.2f} GB" for n, r in m.items()), flush=True)
+    m = interleaved({name: partial(child, "og", "ttft", str(d), 1) for name, d in dirs.items()}, repeats)
+    results["ttft_ms"] = {name: r["ms"] for name, r in m.items()}
+    m = interleaved({name: partial(child, "og", "decode", str(d), 1) for name, d in dirs.items()}, repeats)
+    results["decode_tokens_per_s"] = {name: r["tokens_per_s"] for name, r in m.items()}
+    results["peak_decode_gb"] = {name: r["peak_gb"] for name, r in m.items()}
+    print(f"TTFT ms {results['ttft_ms']}, decode tok/s {results['decode_tokens_per_s']}, peak GB {results['peak_decode_gb']}", flush=True)
+    sets = 1 + len(json.loads((ckpt / "config.json").read_text())["vision_config"]["deepstack_visual_indexes"])
+    results["feature_error"] = {}
+    for size in VISION_SIZES:
+        files = {name: workdir / f"features-{name}-{size}.npy" for name in dirs}
+        for name, d in dirs.items():
+            child("features", str(d), size, str(files[name]))
+        results["feature_error"][size] = feature_error(files["fp32"], files[bits], sets)
+    results["next_token"] = int4_cost(dirs["fp32"], dirs[bits], workdir, image=True)
+    print(f"features {results['feature_error']}, next token {results['next_token']}", flush=True)
+    return results
+
+
+def vision_quant_markdown(results: dict) -> str:
+    c, bits = results["config"], results["config"]["vision_quant"]
+    lines = [
+        f"og int4 with the fp32 vision tower against `--vision_quant {bits}`: Qwen3-VL-2B's widths, {c['layers']} text layers, "
+        f"{c['vision_layers']} vision blocks, {c['threads']} threads, the two alternating round by round (medians).",
+        "",
+        f"| measure | vision fp32 | vision {bits} | ratio |",
+        "|---|---|---|---|",
+    ]
+
+    def row(label, pair, fmt, unit=""):
+        a, b = pair["fp32"], pair[bits]
+        lines.append(f"| {label} | {fmt.format(a)}{unit} | {fmt.format(b)}{unit} | {b / a:.2f}x |")
+
+    for size in VISION_SIZES:
+        row(f"image encode {size}", results["vision_ms"][size], "{:.0f}", " ms")
+        row(f"peak RSS encoding {size}", results["vision_peak_gb"][size], "{:.2f}", " GB")
+    row("time to first token (image prompt)", results["ttft_ms"], "{:.0f}", " ms")
+    row("decode tokens/s", results["decode_tokens_per_s"], "{:.2f}")
+    row("peak RSS decoding", results["peak_decode_gb"], "{:.2f}", " GB")
+    lines.append("")
+    for size, e in results["feature_error"].items():
+        lines.append(f"* features at {size} against fp32: relative RMS " + ", ".join(f"{x:.4f}" for x in e["relative_rms"])
+                     + f" (merger, then each DeepStack merger); cosine {e['cosine']:.6f}")
+    k = results["next_token"]
+    lines.append(f"* next-token distributions of the image prompt, fed the fp32-vision export's greedy tokens for {k['steps']} steps: "
+                 f"KL(fp32 vision || {bits} vision) mean {k['kl_mean']:.3g}, max {k['kl_max']:.3g}; top-1 agreement "
+                 f"{k['top1_agreement']:.0%}")
+    return "\n".join(lines) + "\n"
 
 
 def run_moe(depths: list[int], repeats: int, workdir: Path) -> dict:
@@ -980,6 +1082,12 @@ def main() -> None:
         "(with --docs: docs/moe_benchmarks.md)",
     )
     parser.add_argument(
+        "--vision-quant",
+        choices=("int8", "int4"),
+        help="instead: og int4 with the fp32 vision tower against og int4 with --vision_quant (image encode, time to first "
+        "token, decode memory, feature error, next-token KL on an image prompt)",
+    )
+    parser.add_argument(
         "--llama-cpp",
         type=Path,
         metavar="DIR",
@@ -987,6 +1095,8 @@ def main() -> None:
         "(converted to GGUF f32, Q8_0, Q4_0, Q4_K_M; measured beside og, round by round)",
     )
     args = parser.parse_args()
+    if args.vision_quant and (args.moe is not None or args.llama_cpp):
+        parser.error("--vision-quant is a benchmark of its own, without --moe or --llama-cpp")
     llama = None
     if args.llama_cpp:
         if args.moe is not None:
@@ -996,13 +1106,19 @@ def main() -> None:
         llama = LlamaCpp.find(args.llama_cpp, os.cpu_count() or 1)  # the og side's thread count too
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genai_qwen3vl-bench-") as work:
-        if args.moe is not None:
+        if args.vision_quant:
+            layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
+            results = run_vision_quant(layers, vision_layers, args.vision_quant, args.repeats or 3, Path(work))
+        elif args.moe is not None:
             results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
         else:
             layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
             results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work), llama)
     results["benchmark_seconds"] = round(time.perf_counter() - start)
-    text = moe_markdown(results) if args.moe is not None else markdown(results)
+    if args.vision_quant:
+        text = vision_quant_markdown(results)
+    else:
+        text = moe_markdown(results) if args.moe is not None else markdown(results)
     print(text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -1010,7 +1126,9 @@ def main() -> None:
     if args.docs:
         docs = ROOT / "docs"
         docs.mkdir(exist_ok=True)
-        if args.moe is not None:
+        if args.vision_quant:
+            (docs / f"vision_{args.vision_quant}_benchmarks.md").write_text(f"# Benchmarks: --vision_quant {args.vision_quant}\n\n" + text)
+        elif args.moe is not None:
             (docs / "moe_benchmarks.md").write_text("# Benchmarks: Qwen3-VL-MoE\n\n" + text)
         else:
             (docs / "benchmarks.md").write_text("# Benchmarks\n\n" + text)

@@ -20,6 +20,7 @@ from ..model.precisions import (
     INT4_BLOCK_SIZES,
     INT4_RECIPES,
     PRECISIONS,
+    VISION_QUANT,
 )
 from .options import DEFAULT_MAX_LENGTH, ExportOptions
 
@@ -81,6 +82,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
     )
     parser.add_argument(
+        "--vision_quant",
+        default=None,
+        choices=list(VISION_QUANT),
+        help="-e cpu: store the vision tower's Linear weights in 8 or 4 bits (blocks of 32, MatMulNBits), "
+        "a quarter or an eighth of their fp32 memory (default: fp32; docs/quantization.md measures the cost)",
+    )
+    parser.add_argument(
         "--full_prefill_logits",
         action="store_true",
         help="keep og's LM head over every prompt position (default: the last position only, as og samples from it)",
@@ -105,6 +113,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         int4_accuracy_level=args.int4_accuracy_level,
         int4_recipe=args.int4_recipe,
         vision_precision=args.vision_precision,
+        vision_quant=args.vision_quant,
         trust_remote_code=args.trust_remote_code,
         prune_prefill_logits=not args.full_prefill_logits,
         overwrite=args.overwrite,

@@ -13,6 +13,7 @@ from ..model.precisions import (
     INT4_ACCURACY_LEVELS,
     INT4_BLOCK_SIZES,
     INT4_RECIPES,
+    VISION_QUANT,
     QuantLayout,
     Target,
     target,
@@ -41,6 +42,8 @@ class ExportOptions:
     int4_recipe: str = DEFAULT_INT4_RECIPE
     # dtype of the vision and embedding graphs' weights; None = the target's default
     vision_precision: str | None = None
+    # -e cpu: the vision tower's Linear weights block-quantized (precisions.VISION_QUANT); None = float
+    vision_quant: str | None = None
     # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
     trust_remote_code: bool = False
     # logits for the last prompt position only (og reads them as "trimmed prefill logits")
@@ -74,6 +77,15 @@ class ExportOptions:
             if self.execution_provider == "cpu" and self.vision_precision != "fp32":
                 raise OptionsError(f"--vision_precision {self.vision_precision} needs -e cuda; on CPU vision runs in fp32")
 
+        if self.vision_quant is not None:
+            if self.vision_quant not in VISION_QUANT:
+                raise OptionsError(f"--vision_quant {self.vision_quant} is invalid; choose one of {', '.join(VISION_QUANT)}")
+            if self.execution_provider != "cpu":
+                raise OptionsError(
+                    f"--vision_quant applies to -e cpu; on {self.execution_provider} the vision tower runs in "
+                    f"{self.vision_dtype} (--vision_precision)"
+                )
+
     @property
     def target(self) -> Target:
         """The precision record of ``-p`` / ``-e``."""
@@ -97,6 +109,11 @@ class ExportOptions:
         return dataclasses.replace(
             INT4_RECIPES[self.int4_recipe], block_size=self.int4_block_size, accuracy_level=self.accuracy_level
         )
+
+    @property
+    def vision_layout(self) -> QuantLayout | None:
+        """--vision_quant: how the vision tower's Linear weights are quantized; None = float."""
+        return VISION_QUANT[self.vision_quant] if self.vision_quant else None
 
     @property
     def accuracy_level(self) -> int | None:

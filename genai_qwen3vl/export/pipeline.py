@@ -106,11 +106,17 @@ def _pid_alive(pid: int) -> bool:
 ISOLATE_ABOVE_BYTES = 1 << 30
 
 
-def _vision_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str) -> None:
+def _vision_stage(
+    checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None
+) -> None:
     from .torch_export import torch_dtype
     from .vision import build_vision_model, export_vision
 
-    export_vision(build_vision_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+    path = export_vision(build_vision_model(checkpoint, spec, torch_dtype(weights), torch_dtype(io)), spec, out)
+    if layout is not None:  # --vision_quant
+        from .quantize import quantize_in_place
+
+        quantize_in_place(path, layout)
 
 
 def _embedding_stage(
@@ -167,8 +173,9 @@ def run(options: ExportOptions) -> Path:
     try:
         weights, io = options.vision_dtype, options.io_dtype
         layout = options.quant_layout
-        with stage(2, total, f"vision ({weights})"):
-            run_stage(isolate, _vision_stage, checkpoint, spec, staging, weights, io)
+        vision = f"{weights}, Linear weights {options.vision_quant}" if options.vision_quant else weights
+        with stage(2, total, f"vision ({vision})"):
+            run_stage(isolate, _vision_stage, checkpoint, spec, staging, weights, io, options.vision_layout)
         table = f"int{layout.table_bits} table" if layout else weights
         with stage(3, total, f"embedding ({table})"):
             run_stage(isolate, _embedding_stage, checkpoint, spec, staging, weights, io, layout)

@@ -25,6 +25,7 @@ it up with ``GatherBlockQuantized``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,10 +228,33 @@ def _save(model: onnx.ModelProto, nodes: list, initializers: list, path: Path) -
     return path
 
 
+def _float_weight(node: onnx.NodeProto, inits: dict, layout: QuantLayout):
+    """(weight, transposed, bias name or "") when ``node`` multiplies by a constant float32 2-D
+    weight that ``layout`` quantizes: a MatMul's [K, N] weight, or a plain ``Gemm``'s (alpha 1,
+    beta 1, A not transposed, B transposed: torch's Linear) [N, K] weight and its bias; else None."""
+    if node.domain or node.name.endswith(layout.keep_float) or len(node.input) < 2:
+        return None
+    weight = inits.get(node.input[1])
+    if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
+        return None
+    if node.op_type == "MatMul":
+        return weight, False, ""
+    if node.op_type != "Gemm":
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or not attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    bias = node.input[2] if len(node.input) > 2 else ""
+    if bias and (bias not in inits or len(inits[bias].dims) != 1):
+        return None
+    return weight, True, bias
+
+
 def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | None = None) -> Path:
     """Write ``dst_model`` (+ ``<name>.data``): ``src_model`` with every MatMul on a constant
-    float32 [K, N] weight replaced by a ``MatMulNBits`` as ``layout`` says, except the MatMuls
-    whose names end with one of ``layout.keep_float``. ``QMoE`` nodes (experts og's builder
+    float32 [K, N] weight, and every Linear-style Gemm (``_float_weight``; its bias carried over),
+    replaced by a ``MatMulNBits`` as ``layout`` says, except the nodes whose names end with one
+    of ``layout.keep_float``. ``QMoE`` nodes (experts og's builder
     quantized) get the layout's ``accuracy_level``."""
     layout = layout or QuantLayout()
     src_model, dst_model = Path(src_model), Path(dst_model)
@@ -248,24 +272,26 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
         for node in graph.node:
             if node.op_type == "QMoE" and accuracy_level:
                 set_int_attribute(node, "accuracy_level", accuracy_level)
-            weight = inits.get(node.input[1]) if node.op_type == "MatMul" and node.domain == "" else None
-            if weight is not None and node.name.endswith(layout.keep_float):
-                weight = None
-            if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2:
+            found = _float_weight(node, inits, layout)
+            if found is None:
                 new_nodes.append(node)
                 continue
+            weight, transposed, bias = found
             rows, cols = weight.dims
-            bits = layout.bits(node.name)
             w = np.frombuffer(_payload(weight, src_model.parent, files), dtype=np.float32).reshape(rows, cols)
-            tensors = _quantized_tensors(weight.name, bits, *quantize_rows(w.T, bits, layout))
+            n, k = (rows, cols) if transposed else (cols, rows)
+            bits = layout.bits(node.name)
+            tensors = _quantized_tensors(weight.name, bits, *quantize_rows(w if transposed else w.T, bits, layout))
             del w
             for tensor, payload in tensors:
                 writer.write(tensor, payload)
                 kept.append(tensor)
-            attrs = dict(K=rows, N=cols, bits=bits, block_size=layout.block_size)
+            attrs = dict(K=k, N=n, bits=bits, block_size=layout.block_size)
             if accuracy_level:
                 attrs["accuracy_level"] = accuracy_level
             inputs = [node.input[0]] + [tensor.name for tensor, _ in tensors]
+            if bias:  # MatMulNBits' inputs: A, B, scales, zero_points, g_idx, bias
+                inputs += [""] * (5 - len(inputs)) + [bias]
             new_nodes.append(
                 helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + _suffix(bits), domain="com.microsoft", **attrs)
             )
@@ -277,6 +303,20 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
         for handle in files.values():
             handle.close()
     return _save(model, new_nodes, kept, dst_model)
+
+
+def quantize_in_place(model_path: Path, layout: QuantLayout) -> Path:
+    """``quantize_weights`` over a graph and its ``<name>.data``, replacing both."""
+    model_path = Path(model_path)
+    staged = model_path.parent / f".{model_path.stem}-quantized" / model_path.name
+    try:
+        quantize_weights(model_path, staged, layout)
+        data = model_path.with_name(model_path.name + ".data")
+        staged.with_name(data.name).replace(data)
+        staged.replace(model_path)
+    finally:
+        shutil.rmtree(staged.parent, ignore_errors=True)
+    return model_path
 
 
 def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -> Path:

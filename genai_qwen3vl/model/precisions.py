@@ -52,9 +52,11 @@ class QuantLayout:
     eight_bit: tuple[str, ...] = ()
     keep_float: tuple[str, ...] = KEEP_FLOAT
     table_bits: int = 8
+    # the bits of every weight not named in ``eight_bit``
+    default_bits: int = 4
 
     def bits(self, node_name: str) -> int:
-        return 8 if any(part in node_name for part in self.eight_bit) else 4
+        return 8 if any(part in node_name for part in self.eight_bit) else self.default_bits
 
 
 # --int4_recipe: named layouts (block size and accuracy level come from their own flags).
@@ -69,6 +71,14 @@ INT4_RECIPES: dict[str, QuantLayout] = {
     "mixed": QuantLayout(eight_bit=(LM_HEAD, "/v_proj/", "/down_proj/")),
 }
 DEFAULT_INT4_RECIPE = "rtn"
+
+# --vision_quant (-e cpu): the vision tower's Linear weights block-quantized as MatMulNBits
+# (its attention, norms, position embedding and patch projection stay fp32); what each costs
+# in feature error, encode time and memory is measured in docs/quantization.md.
+VISION_QUANT: dict[str, QuantLayout] = {
+    "int8": QuantLayout(default_bits=8, accuracy_level=1),
+    "int4": QuantLayout(default_bits=4, accuracy_level=1),
+}
 
 
 # --------------------------------------------------------------------------- tolerances

@@ -169,13 +169,26 @@ def quantized_text_weights(folder: Path, arch=None) -> dict[str, np.ndarray]:
     return out
 
 
+def quantized_vision_weights(folder: Path, arch=None) -> dict[str, np.ndarray]:
+    """The vision graph's quantized Linear weights (``--vision_quant``), dequantized, by
+    transformers' parameter name, [N, K]; empty for a float vision graph."""
+    from ..model.architectures import QWEN3_VL
+
+    prefix = (arch or QWEN3_VL).vision_weight_prefixes[0]  # transformers' name of the tower ("model.visual.")
+    path = Path(folder) / "vision.onnx"
+    if not path.is_file():
+        return {}
+    # the exported module holds transformers' tower as ``visual``: its initializers are "visual.<name>"
+    return {prefix + name.removeprefix("visual."): w.T for name, w in matmulnbits_weights(path).items()}
+
+
 def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
-    """A copy of the reference whose text weights are the quantized export's, dequantized
-    (decoder, LM head, embedding table, experts): the quantized graphs must compute exactly what
-    transformers computes with them."""
+    """A copy of the reference whose quantized weights are the export's, dequantized (decoder,
+    LM head, embedding table, experts, a quantized vision tower's Linear weights): the quantized
+    graphs must compute exactly what transformers computes with them."""
     import torch
 
-    weights = quantized_text_weights(Path(out_dir), ref.spec.arch)
+    weights = quantized_text_weights(Path(out_dir), ref.spec.arch) | quantized_vision_weights(Path(out_dir), ref.spec.arch)
     experts = qmoe_weights(Path(out_dir) / "model.onnx")
     model = copy.deepcopy(ref.model)
     params = dict(model.named_parameters())
@@ -187,6 +200,8 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
         if table is not None:
             model.get_input_embeddings().weight = torch.nn.Parameter(torch.from_numpy(table))
         for name, w in weights.items():
+            if name not in params:
+                raise ParityError(f"{out_dir}: a quantized weight {name} that transformers' {ref.spec.architecture} lacks")
             params[name].copy_(torch.from_numpy(np.ascontiguousarray(w)))
         layout = ref.spec.arch.experts
         for i, tensors in sorted(experts.items()):

@@ -147,14 +147,21 @@ def float32_boundaries(path: Path, work: Path) -> Path:
     return copy_path
 
 
+def _has_matmulnbits(path: Path) -> bool:
+    return path.is_file() and any(n.op_type == "MatMulNBits" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def checkable_variant(out_dir: Path, record: Target, work: Path) -> Path:
     """The folder as this machine's CPU can run it and the reference can be compared with it:
-    CPU provider everywhere, int4 at accuracy_level 1, bf16 graph boundaries in float32."""
+    CPU provider everywhere, int4 (and a quantized vision tower) at accuracy_level 1, bf16 graph
+    boundaries in float32."""
     out_dir = Path(out_dir)
     replace: dict[str, Path] = {}
-    if record.quantized:
-        decoder = io_contract.DECODER.filename
-        replace[decoder] = with_accuracy_level(out_dir / decoder, 1, Path(tempfile.mkdtemp(dir=work)))
+    for contract in (io_contract.DECODER, io_contract.VISION):
+        if (contract is io_contract.DECODER and record.quantized) or (
+            contract is io_contract.VISION and _has_matmulnbits(out_dir / contract.filename)
+        ):
+            replace[contract.filename] = with_accuracy_level(out_dir / contract.filename, 1, Path(tempfile.mkdtemp(dir=work)))
     if record.io_dtype == "bf16":
         for contract in (io_contract.VISION, io_contract.EMBEDDING):
             replace[contract.filename] = float32_boundaries(out_dir / contract.filename, Path(tempfile.mkdtemp(dir=work)))
@@ -164,12 +171,13 @@ def checkable_variant(out_dir: Path, record: Target, work: Path) -> Path:
 
 
 def reference_for(ref: Reference, record: Target, out_dir: Path) -> Reference:
-    """transformers as the target must equal it: on the dequantized int4 weights, in fp16 for fp16
+    """transformers as the target must equal it: on the dequantized int4 weights (and a quantized
+    vision tower's), in fp16 for fp16
     graphs; for a mixture-of-experts checkpoint in fp32 (with the target's tolerance). transformers'
     fp16 expert layers round the routing weights to fp16 and sum the experts' outputs in fp16,
     where onnxruntime's MoE mixes in float: on the moe_hub preset our fp16 decoder is 0.011 from
     transformers fp32 and 0.044 from transformers fp16."""
-    if record.quantized:
+    if record.quantized or _has_matmulnbits(Path(out_dir) / io_contract.VISION.filename):
         ref = dequantized_reference(ref, out_dir)
     return in_dtype(ref, "fp32" if ref.spec.text.experts is not None else record.reference_dtype)
 

@@ -44,6 +44,7 @@ def test_wrong_architecture(tmp_path, checkpoints):
         (("-p", "int4", "-e", "cuda", "--int4_recipe", "mixed"), "applies to -p int4 -e cpu"),
         (("-p", "fp16", "-e", "cpu", "--vision_precision", "fp16"), "not supported"),
         (("-p", "int4", "-e", "cpu", "--vision_precision", "fp16"), "needs -e cuda"),
+        (("-p", "int4", "-e", "cuda", "--vision_quant", "int8"), "--vision_quant applies to -e cpu"),
     ],
 )
 def test_unsupported_target_is_refused_before_any_work(tmp_path, checkpoints, args, needle):
