@@ -359,7 +359,7 @@ def test_reasoning_errors_and_stop_against_real_servers(tab, scripted_server, lo
     expect(page.locator("#stop")).to_be_enabled()
     # a click event on the button itself: Playwright's click first waits for the element to hold
     # still while scrolling it into view, which a page following a fast stream on a loaded 2-core
-    # machine did not grant within 60 s once (CI, stop 17)
+    # machine did not grant within 60 s once (a full-suite run)
     page.locator("#stop").dispatch_event("click")
     page.unroute("**/v1/chat/completions")
     _wait_answer(page, 1)
