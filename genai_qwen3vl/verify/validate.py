@@ -157,11 +157,11 @@ def checkable_variant(out_dir: Path, record: Target, work: Path) -> Path:
     boundaries in float32."""
     out_dir = Path(out_dir)
     replace: dict[str, Path] = {}
-    for contract in (io_contract.DECODER, io_contract.VISION):
-        if (contract is io_contract.DECODER and record.quantized) or (
-            contract is io_contract.VISION and _has_matmulnbits(out_dir / contract.filename)
-        ):
-            replace[contract.filename] = with_accuracy_level(out_dir / contract.filename, 1, Path(tempfile.mkdtemp(dir=work)))
+    quantized = [io_contract.DECODER.filename] if record.quantized else []
+    if _has_matmulnbits(out_dir / io_contract.VISION.filename):  # --vision_quant
+        quantized.append(io_contract.VISION.filename)
+    for name in quantized:
+        replace[name] = with_accuracy_level(out_dir / name, 1, Path(tempfile.mkdtemp(dir=work)))
     if record.io_dtype == "bf16":
         for contract in (io_contract.VISION, io_contract.EMBEDDING):
             replace[contract.filename] = float32_boundaries(out_dir / contract.filename, Path(tempfile.mkdtemp(dir=work)))
