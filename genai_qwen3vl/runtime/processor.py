@@ -225,10 +225,16 @@ class Qwen3VLProcessor:
         return token
 
     def _expand(self, prompt: str, image_grids, video_grids, stamps) -> str:
-        """Replace each pad marker with its tokens, as transformers 5 does: an image pad becomes
-        one pad per merged patch; a video pad becomes, per frame group,
-        ``<t seconds><|vision_start|>`` + pads + ``<|vision_end|>``."""
+        """Replace each pad marker with its tokens in Qwen3-VL's released format (its processor in
+        transformers 4.57.1, and 5.25 again): an image pad becomes one pad per merged patch; a
+        video becomes, per frame group, ``<t seconds><|vision_start|>`` + pads + ``<|vision_end|>``,
+        and that replaces the chat template's whole ``<|vision_start|><|video_pad|><|vision_end|>``
+        (no outer pair around the frames: transformers 5.24 kept one, a regression) or, where the
+        prompt has a bare ``<|video_pad|>`` (vLLM's form), that pad alone. See ``video_prompt``."""
         merge = self.merge_size**2
+        start, end = self.arch.vision_start_token, self.arch.vision_end_token
+        if video_grids:  # as released: every wrapper collapses to a bare pad, then pads expand in order
+            prompt = prompt.replace(self.video_marker, self.video_pad)
         images, videos = iter(image_grids), iter(zip(video_grids, stamps, strict=True))
         out, i = [], 0
         while True:
@@ -242,12 +248,17 @@ class Qwen3VLProcessor:
                 out.append(prompt[i:next_image] + self.image_pad * (t * h * w // merge))
                 i = next_image + len(self.image_pad)
             else:
-                (t, h, w), times = next(videos)
-                start, end = self.arch.vision_start_token, self.arch.vision_end_token
-                groups = "".join(f"<{times[g]:.1f} seconds>{start}" + self.video_pad * (h * w // merge) + end for g in range(t))
-                out.append(prompt[i:next_video] + groups)
+                grid, times = next(videos)
+                out.append(prompt[i:next_video] + video_prompt(grid, times, merge, self.video_pad, start, end))
                 i = next_video + len(self.video_pad)
         return "".join(out)
+
+
+def video_prompt(grid, times, merge: int, pad: str, start: str, end: str) -> str:
+    """One video's tokens in Qwen3-VL's released format: per frame group (``grid`` t, h, w),
+    ``<t seconds>`` (one decimal) + ``start`` + one ``pad`` per merged patch + ``end``."""
+    t, h, w = (int(x) for x in grid)
+    return "".join(f"<{times[g]:.1f} seconds>{start}" + pad * (h * w // merge) + end for g in range(t))
 
 
 def _per_video(value, count: int) -> list:

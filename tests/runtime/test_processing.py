@@ -183,6 +183,59 @@ def test_image_and_video_in_one_prompt(setups, reference):
     assert out.og_grid().tolist() == ref["image_grid_thw"].tolist() + [[1, 4, 6]] * int(ref["video_grid_thw"][0, 0])
 
 
+
+# prompts with videos in every place: a video between two images, two videos, vLLM's bare pad
+# (the chat template's wrapper left out), and a bare pad before a wrapped one
+VIDEO_LAYOUTS = {
+    "image_video_image": (IMG, "first, then", VID, "and last", IMG),
+    "two_videos": (VID, "versus", VID),
+    "bare_pad": ("<|video_pad|>",),
+    "bare_then_wrapped": ("<|video_pad|>", "and", VID),
+}
+
+
+@pytest.mark.parametrize("layout", VIDEO_LAYOUTS)
+def test_video_prompt_layouts_match_transformers(layout, setups, reference):
+    from genai_qwen3vl.verify.generation import hf_video_input
+
+    ours, pil, _ = setups("awkward")
+    markers = VIDEO_LAYOUTS[layout]
+    n_images, n_videos = markers.count(IMG), sum(m in (VID, "<|video_pad|>") for m in markers)
+    images = [make_picture(96 + 32 * i, 128, 9 + i) for i in range(n_images)]
+    clips = [(make_frames(8 + 4 * i, 64, 96, seed=5 + i), 4.0 + i) for i in range(n_videos)]
+    prompt = _prompt(*markers)
+    out = ours.process(prompt, images=images, videos=[f for f, _ in clips], video_fps=[fps for _, fps in clips])
+    hf = [hf_video_input(reference("awkward"), f, fps) for f, fps in clips]
+    ref = pil(text=[prompt], images=[Image.fromarray(i) for i in images] or None, videos=[v for v, _, _ in hf],
+              video_metadata=[m for _, m, _ in hf], do_sample_frames=hf[0][2], return_tensors="np")
+    assert out.input_ids.tolist() == ref["input_ids"].tolist()
+    assert out.video_grid_thw.tolist() == ref["video_grid_thw"].tolist()
+    assert _maxdiff(out.pixel_values[len(out.pixel_values) - len(ref["pixel_values_videos"]):], ref["pixel_values_videos"]) <= PIXEL_TOL
+
+
+def test_video_prompt_is_the_released_format_literally(setups):
+    """Qwen3-VL's released processor (transformers 4.57.1; 5.25 again) replaces the template's
+    whole <|vision_start|><|video_pad|><|vision_end|> with one group per 2 frames: <t seconds>,
+    then <|vision_start|>, one pad per merged patch, <|vision_end|>. transformers 5.24 kept an
+    outer start/end pair around the groups; this pins the released format whatever the installed
+    reference does. 4 frames at 1 fps: groups of frames (0, 1) and (2, 3), at 0.5 s and 2.5 s;
+    64x96 pixels with 16-pixel patches merged 2x2: 6 pads a group."""
+    ours, _, _ = setups("awkward")
+    out = ours.process(_prompt(VID), videos=[make_frames(4, 64, 96, seed=3)], video_fps=1.0)
+    assert out.text == (
+        "<|im_start|>user\n"
+        "<0.5 seconds><|vision_start|>"
+        "<|video_pad|><|video_pad|><|video_pad|><|video_pad|><|video_pad|><|video_pad|>"
+        "<|vision_end|>"
+        "<2.5 seconds><|vision_start|>"
+        "<|video_pad|><|video_pad|><|video_pad|><|video_pad|><|video_pad|><|video_pad|>"
+        "<|vision_end|>"
+        "Describe.<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert out.input_ids[0].tolist() == ours.tokenizer.encode(out.text).ids
+    assert out.video_grid_thw.tolist() == [[2, 4, 6]]
+
+
 MESSAGES = [
     [{"role": "user", "content": [{"type": "image", "image": "x.png"}, {"type": "text", "text": "What is this?"}]}],
     [
