@@ -15,6 +15,7 @@ checks could not run here (and none failed), 1 an internal error, 130 interrupte
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -24,30 +25,85 @@ from .logs import configure_logging
 
 PROGRAM = "genai-qwen3vl"
 
+# The modules each extra brings (setup.py's EXPORT and VERIFY lists; a test keeps them in step).
+EXTRA_MODULES = {
+    "export": ("torch", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors", "huggingface_hub"),
+    "verify": ("torch", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors", "huggingface_hub", "torchvision", "av"),
+}
 
-def build_export_parser(prog: str) -> argparse.ArgumentParser:
+
+class MissingExtraError(Qwen3VLExportError):
+    """A command needs an extra that this installation lacks."""
+
+    def __init__(self, extra: str, module: str, what: str):
+        super().__init__(f'{what} needs the {extra} extra ({module} is not installed): pip install "genai-qwen3vl[{extra}]"')
+
+
+def _absent(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):  # a parent package that is missing, or a module without a spec
+        return True
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise MissingExtraError naming the first module of ``extra`` that is not installed."""
+    for module in EXTRA_MODULES[extra]:
+        if _absent(module):
+            raise MissingExtraError(extra, module, what)
+
+
+def missing_extra(exc: BaseException, what: str) -> MissingExtraError | None:
+    """A MissingExtraError for an import of a module that is absent (not one that is installed but
+    fails to import), naming the extra that brings it."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not name or not _absent(name.split(".")[0]):
+        return None
+    top = name.split(".")[0]
+    extra = next((e for e, modules in EXTRA_MODULES.items() if top in modules), None)
+    return None if extra is None else MissingExtraError(extra, top, what)
+
+
+def add_flag(parser, name: str, *short: str, dashes: bool = True, **kwargs) -> None:
+    """``--name`` in the command's spelling (``dashes``: --max-length, else og's --max_length);
+    the other spelling is accepted too, unlisted in --help."""
+    dest = name.replace("-", "_")
+    dashed = name.replace("_", "-")
+    primary, alias = (dashed, dest) if dashes else (dest, dashed)
+    parser.add_argument(*short, f"--{primary}", dest=dest, **kwargs)
+    if alias != primary:
+        hidden = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar")}
+        parser.add_argument(f"--{alias}", dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden)
+
+
+def build_export_parser(prog: str, dashes: bool = False) -> argparse.ArgumentParser:
+    """``dashes``: the flags as genai-qwen3vl's commands spell them (--max-length); else as og's
+    builder does (--max_length), which builder_qwen3vl.py keeps. Either spelling is accepted."""
     from .export.cli import DESCRIPTION, add_export_arguments
 
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    add_export_arguments(parser)
+    add_export_arguments(parser, dashes)
     parser.add_argument(
         "--validate",
         action="store_true",
         help="after the export, check it against transformers (per artifact and end to end through og) "
         "and exit 3 if any difference exceeds the tolerance table (needs the verify extra)",
     )
-    parser.add_argument(
-        "--validate_only", action="store_true", help="only check an existing output folder -o against the checkpoint"
+    add_flag(
+        parser, "validate_only", dashes=dashes, action="store_true", help="only check an existing output folder -o against the checkpoint"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     return parser
 
 
-def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py") -> int:
+def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py", dashes: bool = False) -> int:
     """``builder_qwen3vl.py`` / ``genai-qwen3vl export``."""
-    args = build_export_parser(prog).parse_args(argv)
+    args = build_export_parser(prog, dashes).parse_args(argv)
     configure_logging(args.verbose)
     try:
+        if args.validate_only or args.validate:
+            require_extra("verify", "--validate_only" if args.validate_only else "--validate")
+        require_extra("export", "exporting a checkpoint")
         if args.validate_only:
             return _validate_only(args)
         from .export.cli import options_from_args
@@ -70,6 +126,9 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py")
     except Exception as exc:  # a bug, not a user error: one line, the traceback under --verbose
         if args.verbose:
             raise
+        if (missing := missing_extra(exc, "exporting a checkpoint")) is not None:
+            print(f"error: {missing}", file=sys.stderr)
+            return 2
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback", file=sys.stderr)
         return 1
     return 0
@@ -113,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     """``genai-qwen3vl COMMAND ...``"""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
-        "export": ("export a checkpoint (the same as builder_qwen3vl.py)", export_main),
+        "export": ("export a checkpoint (the same as builder_qwen3vl.py)", _export),
         "chat": ("chat with an exported folder (images and videos)", _chat),
         "serve": ("serve an exported folder over an OpenAI-compatible API, with a chat page", _serve),
         "demo": ("make a tiny random Qwen3-VL, export it, run it, check it against transformers", _demo),
@@ -130,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv[:1])  # prints the usage or the error and exits
     name, rest = argv[0], argv[1:]
     return commands[name][1](rest, prog=f"{PROGRAM} {name}")
+
+
+def _export(argv: list[str], prog: str) -> int:
+    return export_main(argv, prog=prog, dashes=True)
 
 
 def _chat(argv: list[str], prog: str) -> int:

@@ -30,9 +30,16 @@ DESCRIPTION = (
 )
 
 
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+def add_export_arguments(parser: argparse.ArgumentParser, dashes: bool = False) -> None:
+    """The export's flags; ``dashes``: spelled --max-length (genai-qwen3vl export), else og's
+    --max_length (builder_qwen3vl.py). The other spelling is accepted, unlisted."""
+    from ..cli import add_flag
+
+    def flag(name: str, *short: str, on=parser, **kwargs) -> None:
+        add_flag(on, name, *short, dashes=dashes, **kwargs)
+
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("-m", "--model_name", help="Hugging Face hub id, e.g. Qwen/Qwen3-VL-2B-Instruct")
+    flag("model_name", "-m", on=source, help="Hugging Face hub id, e.g. Qwen/Qwen3-VL-2B-Instruct")
     source.add_argument("-i", "--input", type=Path, help="local Hugging Face checkpoint folder")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder (created; must be empty)")
     parser.add_argument(
@@ -42,59 +49,57 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(PRECISIONS),
         help="weight precision (default fp32; with --validate_only: the folder's)",
     )
-    parser.add_argument(
-        "-e", "--execution_provider", default="cpu", choices=EXECUTION_PROVIDERS, help="target execution provider (default cpu)"
-    )
-    parser.add_argument("-c", "--cache_dir", type=Path, default=None, help="download cache for -m (default: huggingface_hub's)")
-    parser.add_argument(
-        "--max_length",
+    flag("execution_provider", "-e", default="cpu", choices=EXECUTION_PROVIDERS, help="target execution provider (default cpu)")
+    flag("cache_dir", "-c", type=Path, default=None, help="download cache for -m (default: huggingface_hub's)")
+    flag(
+        "max_length",
         type=int,
         default=DEFAULT_MAX_LENGTH,
         help=f"default search max_length in genai_config.json (prompt + answer tokens; default {DEFAULT_MAX_LENGTH})",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    parser.add_argument(
-        "--int4_block_size",
+    flag(
+        "int4_block_size",
         type=int,
         default=DEFAULT_INT4_BLOCK_SIZE,
         choices=INT4_BLOCK_SIZES,
         help=f"-p int4: quantization block size (default {DEFAULT_INT4_BLOCK_SIZE})",
     )
-    parser.add_argument(
-        "--int4_accuracy_level",
+    flag(
+        "int4_accuracy_level",
         type=int,
         default=None,
         choices=INT4_ACCURACY_LEVELS,
         help="-p int4: MatMulNBits accuracy_level; 1 = fp32 activations (most accurate), 4 = int8 activations "
         "(fastest on CPU; the CPU default), 0 = the provider's choice (the CUDA default)",
     )
-    parser.add_argument(
-        "--int4_recipe",
+    flag(
+        "int4_recipe",
         default=DEFAULT_INT4_RECIPE,
         choices=list(INT4_RECIPES),
         help="-p int4 -e cpu: rtn = og's own int4 (every weight 4-bit); mixed = 8 bits for the LM head, attention v "
         f"and MLP down, 4 elsewhere (default {DEFAULT_INT4_RECIPE}; docs/quantization.md)",
     )
-    parser.add_argument(
-        "--vision_precision",
+    flag(
+        "vision_precision",
         default=None,
         choices=FLOAT_DTYPES,
         help="dtype of the vision and embedding graphs (default: fp32 on CPU, the decoder's fp16/bf16 on CUDA)",
     )
-    parser.add_argument(
-        "--vision_quant",
+    flag(
+        "vision_quant",
         default=None,
         choices=list(VISION_QUANT),
         help="-e cpu: store the vision tower's Linear weights in 8 or 4 bits (blocks of 32, MatMulNBits), "
         "a quarter or an eighth of their fp32 memory (default: fp32; docs/quantization.md measures the cost)",
     )
-    parser.add_argument(
-        "--full_prefill_logits",
+    flag(
+        "full_prefill_logits",
         action="store_true",
         help="keep og's LM head over every prompt position (default: the last position only, as og samples from it)",
     )
-    parser.add_argument(
-        "--trust_remote_code",
+    flag(
+        "trust_remote_code",
         action="store_true",
         help="let og's builder run code shipped with the checkpoint (never needed for Qwen3-VL; off by default)",
     )

@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl demo") -> int
     )
     parser.add_argument("--steps", type=int, default=24, help="tokens to generate")
     args = parser.parse_args(argv)
+    from ..cli import MissingExtraError, require_extra
+
+    try:  # it makes a checkpoint with transformers, exports it and checks it against transformers
+        require_extra("verify", "the demo")
+    except MissingExtraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     import onnxruntime_genai as og
     from PIL import Image

@@ -168,3 +168,76 @@ def test_a_plain_install_in_a_fresh_venv_runs_an_exported_folder(exported, image
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RUNTIME-ALONE-OK" in proc.stdout
+    # what needs an extra says which, in one line
+    for command, line in ((["export", "-i", tmp_path, "-o", tmp_path / "out"], "exporting a checkpoint needs the export extra"),
+                          (["demo", "--workdir", tmp_path / "demo"], "the demo needs the verify extra")):
+        proc = subprocess.run([str(python), "-m", "genai_qwen3vl", *map(str, command)], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {line} (torch is not installed)"), proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+# runs a command (argv[2:]: a script path or a module name) with the modules named in argv[1]
+# absent, as in an installation without the extra that brings them
+_ABSENT = r'''
+import importlib.abc, runpy, sys
+
+ABSENT = set(sys.argv[1].split(","))
+
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ABSENT:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+sys.argv = sys.argv[2:]
+if sys.argv[0].endswith(".py"):
+    runpy.run_path(sys.argv[0], run_name="__main__")
+else:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+'''
+
+
+def _without(absent: str, *command) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _ABSENT, absent, *map(str, command)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_a_missing_extra_is_one_line_naming_it(checkpoints, tmp_path):
+    """Without the export extra, the export commands and the demo say which extra to install, in
+    one line, exit 2, and write nothing; the runtime's chat help still works."""
+    out = tmp_path / "out"
+    cases = [
+        ("onnx", [ROOT / "builder_qwen3vl.py", "-i", checkpoints("awkward"), "-o", out], "exporting a checkpoint", "export", "onnx"),
+        ("transformers", ["genai_qwen3vl", "export", "-i", checkpoints("awkward"), "-o", out], "exporting a checkpoint", "export",
+         "transformers"),
+        ("torch,transformers,onnx", ["genai_qwen3vl", "demo", "--workdir", tmp_path / "demo"], "the demo", "verify", "torch"),
+        ("torchvision", ["genai_qwen3vl", "demo", "--workdir", tmp_path / "demo"], "the demo", "verify", "torchvision"),
+        ("torchvision", [ROOT / "builder_qwen3vl.py", "-i", checkpoints("awkward"), "-o", out, "--validate"], "--validate", "verify",
+         "torchvision"),
+    ]
+    for absent, command, what, extra, module in cases:
+        proc = _without(absent, *command)
+        assert proc.returncode == 2, (command, proc.stdout + proc.stderr)
+        expected = f'error: {what} needs the {extra} extra ({module} is not installed): pip install "genai-qwen3vl[{extra}]"\n'
+        assert proc.stderr == expected, (command, proc.stderr)
+        assert not out.exists() and not (tmp_path / "demo").exists()
+    proc = _without(",".join(EXPORT_ONLY), "genai_qwen3vl", "chat", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr
+
+
+def test_the_extras_modules_are_setup_pys():
+    """genai_qwen3vl.cli.EXTRA_MODULES (what the missing-extra message checks) lists modules of the
+    distributions in setup.py's EXPORT and VERIFY lists, and a module of each of them."""
+    from genai_qwen3vl.cli import EXTRA_MODULES
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    verify = next(n.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "VERIFY")
+    assert isinstance(verify, ast.BinOp) and verify.left.id == "EXPORT"  # VERIFY = EXPORT + [...]
+    extras = {"export": _setup_list("EXPORT"), "verify": _setup_list("EXPORT") + [ast.literal_eval(e) for e in verify.right.elts]}
+    providers = importlib.metadata.packages_distributions()
+    for extra, requirements in extras.items():
+        declared = {_distribution(r) for r in requirements}
+        brought = {d.lower().replace("_", "-") for module in EXTRA_MODULES[extra] for d in providers.get(module, [module])}
+        assert brought == declared, (extra, sorted(brought ^ declared))
