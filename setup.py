@@ -14,7 +14,9 @@ RUNTIME = [
 # what exports a checkpoint (genai_qwen3vl.export); og's builder, which writes the decoder, needs torch and transformers too
 EXPORT = [
     "torch>=2.9",
-    "transformers>=5.24,<6",
+    # Qwen3-VL's released processing (transformers 4.57.1); 5.24 put an extra vision start/end pair
+    # around a video's frames (fixed in 5.25), and the exporter needs transformers 5's APIs
+    "transformers>=5.25,<6",
     "onnx>=1.18",
     "onnxscript>=0.5",
     "onnx-ir>=0.1.10",
@@ -48,7 +50,7 @@ setup(
         "verify": VERIFY,
         "video": VIDEO,
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
-        "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.32"],
+        "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.31"],
         "serve": SERVE,
         # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
         "test": VERIFY + SERVE + ["pytest>=8", "hypothesis>=6", "ruff>=0.6", "openai>=1.50", "httpx>=0.27", "playwright>=1.45"],

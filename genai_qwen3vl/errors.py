@@ -15,3 +15,7 @@ class OptionsError(Qwen3VLExportError):
 
 class ParityError(Qwen3VLExportError):
     """An exported artifact differs from transformers beyond the tolerance."""
+
+
+class ReferenceStackError(Qwen3VLExportError):
+    """The installed transformers cannot serve as the reference for a check."""

@@ -9,8 +9,26 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ParityError
+from ..errors import ParityError, ReferenceStackError
 from ..model.spec import Qwen3VLSpec
+
+# transformers releases whose Qwen3-VL processing departs from the model's released behaviour
+# (its processor in transformers 4.57.1): checking an export against them would call a wrong
+# prompt right, so they are refused as the reference (setup.py's range leaves them out too)
+DEPARTED_RELEASES = {
+    "5.24": "its Qwen3-VL processor keeps an extra <|vision_start|>/<|vision_end|> pair around a video's "
+    "frames, a prompt the model was not trained on (the released format, 4.57.1 and 5.25, has none)",
+}
+
+
+def check_reference_release(version: str) -> None:
+    """Refuse a transformers release listed in ``DEPARTED_RELEASES``, in one line with the fix."""
+    series = ".".join(version.split(".")[:2])
+    if series in DEPARTED_RELEASES:
+        raise ReferenceStackError(
+            f"transformers {version} cannot be the reference: {DEPARTED_RELEASES[series]}; "
+            f'install the tested one: pip install "transformers>=5.25,<6" (scripts/setup.sh pins it in constraints.txt)'
+        )
 
 
 @dataclasses.dataclass
@@ -24,8 +42,10 @@ class Reference:
     @classmethod
     def load(cls, checkpoint_dir: str | Path) -> "Reference":
         import torch
+        import transformers
         from transformers import AutoImageProcessor, AutoProcessor
 
+        check_reference_release(transformers.__version__)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint_dir)
         model = spec.arch.transformers_class(spec.arch.hf_class).from_pretrained(
             str(checkpoint_dir), dtype=torch.float32, attn_implementation="eager"

@@ -80,3 +80,21 @@ def test_validate_only_refuses_a_precision_the_folder_does_not_hold(tmp_path, ch
 def test_validate_only_on_a_folder_with_no_export(tmp_path, checkpoints):
     proc = run_cli("-i", checkpoints("awkward"), "-o", tmp_path, "--validate_only")
     assert proc.returncode == 2 and "holds no exported model" in proc.stderr
+
+
+@pytest.mark.parametrize("version", ["5.24.0", "5.24.3"])
+def test_a_reference_release_that_departs_from_the_released_format_is_refused(version):
+    from genai_qwen3vl.errors import ReferenceStackError
+    from genai_qwen3vl.verify.reference import check_reference_release
+
+    with pytest.raises(ReferenceStackError, match=rf"transformers {version} cannot be the reference: .*vision_start.*pip install"):
+        check_reference_release(version)
+
+
+def test_the_installed_reference_is_accepted():
+    import transformers
+
+    from genai_qwen3vl.verify.reference import check_reference_release
+
+    for version in (transformers.__version__, "4.57.1", "5.25.0"):
+        check_reference_release(version)
