@@ -1,8 +1,8 @@
 """Multi-turn chat with an exported Qwen3-VL through stock onnxruntime-genai, in the style of og's
 ``model-mm.py`` sample: images and videos by path, tokens streamed as they come.
 
-    genai-qwen3vl chat -m OUT_DIR                                          # interactive
-    genai-qwen3vl chat -m OUT_DIR --image a.jpg --video v.mp4 -p "What happens?"   # one shot
+    genai-qwen3vl chat OUT_DIR                                          # interactive
+    genai-qwen3vl chat OUT_DIR --image a.jpg --video v.mp4 -p "What happens?"   # one shot
 
 (also ``python -m genai_qwen3vl.runtime.chat`` and ``examples/chat.py``). Needs no torch.
 """
@@ -15,11 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from . import sampling
+from .images import MAX_DECODE_PIXELS, check_image_size
+
 DESCRIPTION = "Chat with a Qwen3-VL folder written by builder_qwen3vl.py, through stock onnxruntime-genai."
 EPILOG = """examples:
-  %(prog)s -m qwen3vl-2b-cpu                                   interactive, multi-turn
-  %(prog)s -m qwen3vl-2b-cpu --image cat.jpg -p "What is this?"  one question, then exit
-  %(prog)s -m qwen3vl-2b-cpu --video clip.mp4 -p "What happens?"
+  %(prog)s qwen3vl-2b-cpu                                   interactive, multi-turn
+  %(prog)s qwen3vl-2b-cpu --image cat.jpg -p "What is this?"  one question, then exit
+  %(prog)s qwen3vl-2b-cpu --video clip.mp4 -p "What happens?"
 
 --processor ours (the default) prepares images and videos exactly as transformers does;
 --processor stock uses onnxruntime-genai's own processor (images only; some image sizes get
@@ -34,10 +37,22 @@ def _split_paths(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def check_paths(images: list[str], videos: list[str], processor: str, max_decode_pixels: int) -> None:
+    """A ChatError for a file that is missing, an image larger than ``max_decode_pixels`` (read
+    from its header) or a video for og's stock processor: checked when the paths are given."""
+    for path in images + videos:
+        if not Path(path).is_file():
+            raise ChatError(f"{path} does not exist")
+    if videos and processor != "ours":
+        raise ChatError("og's stock processor takes no videos for Qwen3-VL; use --processor ours")
+    for path in images:
+        check_image_size(path, max_decode_pixels)
+
+
 class ChatSession:
     """The conversation so far, and how to turn it into og inputs."""
 
-    def __init__(self, model_dir: Path, processor: str, system: str | None):
+    def __init__(self, model_dir: Path, processor: str, system: str | None, max_decode_pixels: int = MAX_DECODE_PIXELS):
         import onnxruntime_genai as og
 
         self.og = og
@@ -48,9 +63,10 @@ class ChatSession:
         if processor == "ours":
             from .processor import Qwen3VLProcessor
 
-            self.ours = Qwen3VLProcessor(self.model_dir)
+            self.ours = Qwen3VLProcessor(self.model_dir, max_decode_pixels=max_decode_pixels)
         else:
             self.stock = self.model.create_multimodal_processor()
+        self.max_decode_pixels = max_decode_pixels
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.images: list[str] = []
         self.videos: list[str] = []
@@ -64,11 +80,7 @@ class ChatSession:
     def inputs(self, images: list[str], videos: list[str], text: str, max_length: int):
         """og inputs for the conversation with this turn added; a ChatError (the turn not
         added) when a file is missing or the prompt leaves no room for an answer."""
-        for path in images + videos:
-            if not Path(path).is_file():
-                raise ChatError(f"{path} does not exist")
-        if videos and self.kind != "ours":
-            raise ChatError("og's stock processor takes no videos for Qwen3-VL; use --processor ours")
+        check_paths(images, videos, self.kind, self.max_decode_pixels)
         content = [{"type": "image", "image": p} for p in images] + [{"type": "video", "video": p} for p in videos]
         self.messages.append({"role": "user", "content": content + [{"type": "text", "text": text}]})
         all_images, all_videos = self.images + images, self.videos + videos
@@ -93,6 +105,10 @@ class ChatSession:
 
     def reply(self, inputs, options: dict, out=sys.stdout) -> tuple[str, dict]:
         """Stream the answer to ``out``; returns it and its timings (prefill = the first token)."""
+        try:
+            sampling.check_search_options(options)
+        except ValueError as exc:
+            raise ChatError(str(exc)) from None
         start = time.perf_counter()
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(**options)
@@ -123,32 +139,66 @@ class ChatSession:
         return answer, timings
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def build_parser(prog: str = "genai-qwen3vl chat") -> argparse.ArgumentParser:
+    from ..cli import add_flag
+
     parser = argparse.ArgumentParser(
         prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-m", "--model", type=Path, required=True, help="folder written by builder_qwen3vl.py")
+    parser.add_argument("model_dir", nargs="?", type=Path, metavar="OUT_DIR", help="folder written by builder_qwen3vl.py")
+    parser.add_argument("-m", "--model", type=Path, help="the same as OUT_DIR")
     parser.add_argument("--processor", choices=("ours", "stock"), default="ours", help="input preparation (default: ours)")
     parser.add_argument("--image", action="append", default=[], help="image path (repeatable); one-shot mode")
     parser.add_argument("--video", action="append", default=[], help="video path (repeatable); one-shot mode")
     parser.add_argument("-p", "--prompt", help="the question; given, the chat answers once and exits")
     parser.add_argument("--system", help="system prompt")
-    parser.add_argument("--max_length", type=int, help="prompt + answer tokens (default: genai_config.json)")
-    sampling = parser.add_mutually_exclusive_group()
-    sampling.add_argument("--greedy", action="store_true", help="greedy decoding")
-    sampling.add_argument("--do_sample", action="store_true", help="sample (default: genai_config.json's do_sample)")
-    parser.add_argument("--temperature", type=float, help="default: genai_config.json (from generation_config.json)")
-    parser.add_argument("--top_p", type=float, help="default: genai_config.json")
-    parser.add_argument("--top_k", type=int, help="default: genai_config.json")
-    parser.add_argument("--repetition_penalty", type=float, help="default: genai_config.json")
+    add_flag(parser, "max_length", type=_positive_int, help="prompt + answer tokens (default: genai_config.json)")
+    parser.add_argument("--max-model-len", dest="max_length", type=_positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_flag(
+        parser,
+        "max_decode_pixels",
+        type=_positive_int,
+        default=MAX_DECODE_PIXELS,
+        help="refuse images larger than this, from their header, before decoding them (default 8192x8192)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--greedy", action="store_true", help="greedy decoding")
+    add_flag(group, "do_sample", action="store_true", help="sample (default: genai_config.json's do_sample)")
+    ranges = {name: sampling.BOUNDS[name] for name in ("temperature", "top_p", "top_k", "repetition_penalty")}
+    for name, bound in ranges.items():
+        low = f"{'(' if bound.low_open else '['}{bound.low:g}"
+        add_flag(parser, name, type=sampling.argparse_type(name), help=f"in {low}, {bound.high:g}]; default: genai_config.json")
     parser.add_argument(
         "--timings", action="store_true", help="after each answer: prompt tokens, prefill time (to the first token), decode tokens/s"
     )
     return parser
 
 
+def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
+    """The flags; the folder given as OUT_DIR or -m (one of them)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.model_dir is not None and args.model is not None and args.model_dir != args.model:
+        parser.error(f"two folders given ({args.model_dir} and -m {args.model}); give one")
+    args.model = args.model_dir or args.model
+    if args.model is None:
+        parser.error("the folder to chat with is required: genai-qwen3vl chat OUT_DIR")
+    return args
+
+
 def search_options(args: argparse.Namespace, defaults: dict) -> dict:
-    """The checkpoint's search defaults (genai_config.json), overridden by the flags given."""
+    """The checkpoint's search defaults (genai_config.json), overridden by the flags given;
+    temperature 0 means greedy (as in the server)."""
     options = {k: defaults[k] for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_length") if k in defaults}
     if args.greedy:
         options["do_sample"] = False
@@ -158,10 +208,14 @@ def search_options(args: argparse.Namespace, defaults: dict) -> dict:
         value = getattr(args, key)
         if value is not None:
             options[key] = value
+    if options.get("temperature") == 0:
+        options["do_sample"] = False
+        del options["temperature"]
     return options
 
 
 def _turn(session: ChatSession, images, videos, text, options, timings: bool) -> None:
+    sampling.check_search_options(options)
     inputs = session.inputs(images, videos, text, options["max_length"])
     print("Assistant: ", end="", flush=True)
     _, measured = session.reply(inputs, options)
@@ -173,9 +227,14 @@ def _turn(session: ChatSession, images, videos, text, options, timings: bool) ->
 
 
 def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = parse_args(argv, prog)
+    try:  # before the model loads
+        check_paths(args.image, args.video, args.processor, args.max_decode_pixels)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
-        session = ChatSession(args.model, args.processor, args.system)
+        session = ChatSession(args.model, args.processor, args.system, args.max_decode_pixels)
     except (RuntimeError, ValueError, OSError) as exc:  # og raises RuntimeError for folders it cannot load
         print(f"error: cannot load {args.model}: {exc}", file=sys.stderr)
         return 2
@@ -191,8 +250,8 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int
     print(f"Chatting with {args.model} ({args.processor} processor). Empty prompt or Ctrl-D quits.")
     while True:
         try:
-            images = _split_paths(input("Image paths (comma separated; empty for none): "))
-            videos = _split_paths(input("Video paths (comma separated; empty for none): ")) if args.processor == "ours" else []
+            images = _ask_paths("Image paths (comma separated; empty for none): ", args, image=True)
+            videos = _ask_paths("Video paths (comma separated; empty for none): ", args, image=False) if args.processor == "ours" else []
             text = input("Prompt: ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
@@ -203,6 +262,18 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int
             _turn(session, images, videos, text, options, args.timings)
         except ValueError as exc:
             print(f"error: {exc}")
+
+
+def _ask_paths(question: str, args: argparse.Namespace, image: bool) -> list[str]:
+    """Paths typed at ``question``, asked again until each one can be used."""
+    while True:
+        paths = _split_paths(input(question))
+        try:
+            check_paths(paths if image else [], [] if image else paths, args.processor, args.max_decode_pixels)
+        except ValueError as exc:
+            print(f"error: {exc}")
+            continue
+        return paths
 
 
 if __name__ == "__main__":

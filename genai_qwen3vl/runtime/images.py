@@ -9,6 +9,7 @@ patch layout (merge-block order).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import warnings
@@ -23,6 +24,56 @@ MAX_ASPECT_RATIO = 200
 # what PIL raises for a file it cannot decode: unidentified or truncated files (OSError), broken
 # chunks (SyntaxError), short reads (EOFError, struct.error) and corrupt compressed data
 UNREADABLE_IMAGE = (OSError, SyntaxError, EOFError, struct.error, zlib.error, ValueError)
+
+# The one limit on an image's size, read from its header before a pixel is decoded (a PNG of a
+# few hundred bytes can unpack to gigapixels): the server's and chat's --max-decode-pixels, the
+# processor's max_decode_pixels. PIL's own decompression-bomb check (Image.MAX_IMAGE_PIXELS, 89 M
+# pixels by default; it refuses twice that outright) answers through ``open_image`` in our words.
+MAX_DECODE_PIXELS = 8192 * 8192
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than the decode limit; its message names the limit's flag."""
+
+    def __init__(self, what: str, size: str | None, limit: int):
+        pixels = f"{size} pixels, " if size else ""
+        fix = "(--max-decode-pixels); send a smaller image"
+        super().__init__(f"{what} is too large: {pixels}more than the {limit} pixels decoded here {fix}")
+
+
+@contextlib.contextmanager
+def open_image(source, what: str, max_pixels: int = MAX_DECODE_PIXELS):
+    """PIL's ``Image.open(source)`` (a path or a binary stream), nothing decoded yet; ImageTooLarge
+    (``what`` names the image) when its header gives more than ``max_pixels`` pixels, also where
+    PIL's decompression-bomb check would refuse it first."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the check below decides
+        try:
+            opened = Image.open(source)
+        except Image.DecompressionBombError:  # more than twice PIL's limit, refused before its size is known
+            pil_limit = 2 * Image.MAX_IMAGE_PIXELS
+            raise ImageTooLarge(what, None, min(max_pixels, pil_limit)) from None
+        with opened:
+            width, height = opened.size  # from the header
+            if width * height > max_pixels:
+                raise ImageTooLarge(what, f"{width}x{height}", max_pixels)
+            yield opened
+
+
+def check_image_size(path, max_pixels: int = MAX_DECODE_PIXELS) -> None:
+    """ValueError when the image file at ``path`` is missing, unreadable or over ``max_pixels``
+    (read from its header: nothing is decoded)."""
+    if not Path(path).is_file():
+        raise ValueError(f"image file {path} does not exist")
+    try:
+        with open_image(path, f"image file {path}", max_pixels):
+            pass
+    except ImageTooLarge:
+        raise
+    except UNREADABLE_IMAGE as exc:
+        raise ValueError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 def smart_resize(
@@ -57,9 +108,9 @@ def smart_resize(
     return h_bar, w_bar
 
 
-def load_image(image) -> "np.ndarray":
+def load_image(image, max_pixels: int = MAX_DECODE_PIXELS) -> "np.ndarray":
     """A path, PIL image or HxW(xC) uint8 array -> HxWx3 uint8 RGB, as transformers converts it
-    (transparency composited onto white)."""
+    (transparency composited onto white). A file over ``max_pixels`` is refused before decoding."""
     from PIL import Image
 
     if isinstance(image, (str, Path)):
@@ -67,14 +118,11 @@ def load_image(image) -> "np.ndarray":
         if not path.is_file():
             raise ValueError(f"image file {path} does not exist")
         try:
-            with warnings.catch_warnings():
-                # past PIL's pixel limit an image is treated as a decompression bomb, not decoded
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as opened:
-                    opened.load()
-                    image = opened.copy()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"image file {path} is too large to decode safely ({exc})") from None
+            with open_image(path, f"image file {path}", max_pixels) as opened:
+                opened.load()
+                image = opened.copy()
+        except ImageTooLarge:
+            raise
         except UNREADABLE_IMAGE as exc:
             raise ValueError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
     if isinstance(image, Image.Image):
@@ -156,10 +204,12 @@ def patchify(frames: np.ndarray, s: PixelSettings) -> tuple[np.ndarray, int, int
     return patches.reshape(gt * gh * gw, c * tp * p * p), gt, gh, gw
 
 
-def preprocess_image(image, s: PixelSettings, backend: str = "pil") -> tuple[np.ndarray, tuple[int, int, int]]:
+def preprocess_image(
+    image, s: PixelSettings, backend: str = "pil", max_pixels: int = MAX_DECODE_PIXELS
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """One image -> (pixel rows, grid (1, gh, gw)), equal to transformers' image processor with
-    the given backend."""
-    rgb = load_image(image)
+    the given backend; an image file over ``max_pixels`` is refused before decoding."""
+    rgb = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"image has zero size ({width}x{height})")

@@ -35,7 +35,7 @@ import numpy as np
 from ..model.architectures import architecture_of_og_type
 from ..model.processor_settings import FrameSampling, image_settings, video_settings
 from .chat_template import find_chat_template, render_chat_template
-from .images import BACKENDS, preprocess_image
+from .images import BACKENDS, MAX_DECODE_PIXELS, preprocess_image
 from .video import decode_video_file, frame_timestamps, preprocess_video, video_from_frames
 
 
@@ -105,14 +105,16 @@ class Qwen3VLProcessor:
     >>> generator.set_inputs(inputs)
     """
 
-    def __init__(self, model_dir: str | Path, image_backend: str = "pil"):
+    def __init__(self, model_dir: str | Path, image_backend: str = "pil", max_decode_pixels: int = MAX_DECODE_PIXELS):
         """``image_backend``: which of transformers' image processor backends to reproduce:
         ``"pil"`` (its PIL backend, which og's stock processor also follows) or
         ``"torchvision"`` (what ``AutoProcessor`` loads by default). They differ by a few uint8
-        steps after resizing. Videos always follow transformers' video processor (torchvision)."""
+        steps after resizing. Videos always follow transformers' video processor (torchvision).
+        ``max_decode_pixels``: image files with more pixels are refused from their header."""
         if image_backend not in BACKENDS:
             raise ValueError(f"image_backend must be one of {BACKENDS}, got {image_backend!r}")
         self.image_backend = image_backend
+        self.max_decode_pixels = max_decode_pixels
         self.model_dir = Path(model_dir)
         genai_path = self.model_dir / "genai_config.json"
         model = _read(genai_path)["model"]
@@ -161,7 +163,7 @@ class Qwen3VLProcessor:
         image_rows, image_grids = [], []
         for i, image in enumerate(images):
             try:
-                rows, grid = preprocess_image(image, self.image_settings, self.image_backend)
+                rows, grid = preprocess_image(image, self.image_settings, self.image_backend, self.max_decode_pixels)
             except ValueError as exc:
                 raise ValueError(f"image {i}: {exc}") from None
             image_rows.append(rows)

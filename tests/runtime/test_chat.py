@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import onnxruntime_genai as og
+import pytest
 
 from genai_qwen3vl.runtime.chat import build_parser, search_options
 from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
@@ -95,3 +96,72 @@ def test_sampling_defaults_come_from_genai_config():
     assert search_options(build_parser().parse_args(["-m", "x"]), defaults) == defaults
     opts = search_options(build_parser().parse_args(["-m", "x", "--greedy", "--top_k", "5"]), defaults)
     assert opts["do_sample"] is False and opts["top_k"] == 5 and opts["temperature"] == 0.7
+
+
+def test_the_folder_is_positional_or_dash_m_and_flags_take_both_spellings(exported, image_file):
+    """`chat DIR` and `chat -m DIR`; dashed flags listed, the old underscore spellings still taken."""
+    out, image = exported("awkward"), image_file(96, 128, 1)
+    for args in ((out, "--max-length", 40, "--top-k", 5), ("-m", out, "--max_length", 40, "--top_k", 5)):
+        proc = run_chat(*args, "--image", image, "-p", "Hi", "--greedy")
+        assert proc.returncode == 0 and "Assistant: " in proc.stdout, (args, proc.stderr)
+    helped = run_chat("--help").stdout
+    assert "OUT_DIR" in helped and "-m MODEL, --model MODEL" in helped
+    for flag in ("--max-length", "--do-sample", "--top-p", "--top-k", "--repetition-penalty", "--max-decode-pixels"):
+        assert flag in helped and flag.replace("-", "_").replace("__", "--") not in helped, flag
+    for args, needle in (((), "the folder to chat with is required"), ((out, "-m", out.parent), "two folders given")):
+        proc = run_chat(*args, "-p", "Hi")
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [
+        ("--temperature", "-1", "'temperature' must be >= 0.0, got -1.0"),
+        ("--temperature", "nan", "'temperature' must be a finite number, got nan"),
+        ("--temperature", "inf", "'temperature' must be a finite number, got inf"),
+        ("--temperature", "2.5", "'temperature' must be <= 2.0, got 2.5"),
+        ("--top-p", "0", "'top_p' must be > 0.0, got 0.0"),
+        ("--top_p", "1.5", "'top_p' must be <= 1.0, got 1.5"),
+        ("--top-k", "-2", "'top_k' must be >= -1, got -2"),
+        ("--top-k", "1.5", "'1.5' is not an integer"),
+        ("--repetition-penalty", "0", "'repetition_penalty' must be > 0.0, got 0.0"),
+        ("--repetition-penalty", "-inf", "'repetition_penalty' must be a finite number, got -inf"),
+        ("--max-length", "0", "must be > 0, got 0"),
+    ],
+)
+def test_sampling_flags_are_checked_when_parsed(capsys, flag, value, needle):
+    from genai_qwen3vl.runtime.chat import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["some_folder", f"{flag}={value}", "-p", "Hi"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.strip().splitlines()[-1].startswith("genai-qwen3vl chat: error: argument"), err
+
+
+def test_the_generation_call_checks_sampling_too(exported, image_file):
+    """ChatSession.reply (the library call behind the chat) refuses what the flags refuse, before
+    generating; temperature 0 is greedy, as in the server."""
+    from genai_qwen3vl.runtime.chat import ChatError, ChatSession
+
+    session = ChatSession(exported("awkward"), "ours", None)
+    inputs = session.inputs([], [], "Hi", 40)
+    for bad in ({"temperature": -1.0}, {"top_p": float("nan")}, {"top_k": 2**40}, {"random_seed": -5}):
+        with pytest.raises(ChatError, match="must be"):
+            session.reply(inputs, {"max_length": 40, **bad})
+    greedy = search_options(build_parser().parse_args(["x", "--temperature", "0"]), {"do_sample": True, "temperature": 0.7})
+    assert greedy == {"do_sample": False}
+
+
+def test_interactive_paths_are_checked_when_given(exported, image_file, tmp_path):
+    """A missing image or video is named as soon as it is typed, and asked for again; in one-shot
+    mode before the model loads."""
+    missing = tmp_path / "missing.png"
+    turns = f"{missing}\n{image_file(64, 64, 2)}\n{tmp_path / 'missing.mp4'}\n\nWhat is this?\n\n"
+    proc = run_chat(exported("awkward"), "--greedy", "--max-length", 200, stdin=turns)
+    assert proc.returncode == 0, proc.stderr
+    before_prompt = proc.stdout.split("Prompt: ", 1)[0]
+    assert f"error: {missing} does not exist" in before_prompt and "missing.mp4 does not exist" in before_prompt, proc.stdout
+    assert proc.stdout.count("Assistant: ") == 1 and "Traceback" not in proc.stderr
+    proc = run_chat(tmp_path / "no_model", "--image", missing, "-p", "Hi")
+    assert proc.returncode == 2 and proc.stderr == f"error: {missing} does not exist\n", proc.stderr

@@ -60,6 +60,7 @@ def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
     p.add_argument("--min-image-pixels", type=_positive(int), help="default image pixel floor (default: the checkpoint's)")
     p.add_argument("--max-image-pixels", type=_positive(int), help="default image pixel budget (default: the checkpoint's)")
     p.add_argument("--max-model-len", type=_positive(int), help="prompt + answer tokens (default: genai_config.json's max_length)")
+    p.add_argument("--max-length", dest="max_model_len", type=_positive(int), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--max-request-bytes", type=_positive(int), default=64 * 1024 * 1024,
                    help="request body limit; beyond: 413 (default 64 MiB)")
     p.add_argument("--max-decode-pixels", type=_positive(int), default=8192 * 8192,

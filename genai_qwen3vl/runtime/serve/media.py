@@ -11,12 +11,11 @@ import contextlib
 import io
 import os
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..images import load_image
+from ..images import ImageTooLarge, load_image, open_image
 from .errors import APIError, bad_request
 
 _REMOTE = ("http://", "https://", "ftp://", "s3://", "gs://")
@@ -40,28 +39,17 @@ class MediaPolicy:
             return self._decode_image(io.BytesIO(f.read()), where)
 
     def _decode_image(self, stream: io.BytesIO, where: str) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(stream) as image:
-                    width, height = image.size  # from the header; nothing decoded yet
-                    if width * height > self.max_decode_pixels:
-                        raise APIError(
-                            400,
-                            f"{where}: the image is {width}x{height} pixels, more than this server decodes "
-                            f"({self.max_decode_pixels}; --max-decode-pixels); send it smaller",
-                            param=where,
-                            code="image_too_large",
-                        )
-                    image.load()
-                    return load_image(image)
+            # the one decode limit and its message (runtime/images.py), checked from the header
+            with open_image(stream, f"{where}: the image", self.max_decode_pixels) as image:
+                image.load()
+                return load_image(image)
         except APIError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise bad_request(f"{where}: the image is too large to decode safely ({exc}); send it smaller", where,
-                              "image_too_large") from None
+        except ImageTooLarge as exc:
+            raise APIError(400, str(exc), param=where, code="image_too_large") from None
         except UnidentifiedImageError:
             raise bad_request(f"{where}: the data is not an image format this server reads (PNG, JPEG, WebP, GIF, BMP, ...)",
                               where, "invalid_image") from None

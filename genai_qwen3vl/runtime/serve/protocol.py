@@ -18,6 +18,8 @@ import dataclasses
 import json
 from typing import Any
 
+from ..sampling import BOUNDS
+from ..sampling import check as check_sampling
 from .errors import APIError, bad_request, unsupported
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -66,6 +68,15 @@ def _number(body: dict, key: str, kind: type, low: float | None = None, high: fl
     if high is not None and value > high:
         raise bad_request(f"'{key}' must be <= {high}, got {value}", key)
     return value
+
+
+def _sampled(body: dict, key: str):
+    """A sampling field, in the ranges every entry point shares (runtime/sampling.py)."""
+    value = _number(body, key, BOUNDS[key].kind)
+    try:
+        return None if value is None else check_sampling(key, value)
+    except ValueError as exc:
+        raise bad_request(str(exc), key) from None
 
 
 def _url(part: dict, kind: str, where: str) -> str:
@@ -218,15 +229,14 @@ def parse_chat_request(body: Any) -> ChatRequest:
     if body.get("max_tokens") is not None and body.get("max_completion_tokens") is not None:
         raise bad_request("give 'max_completion_tokens' or 'max_tokens', not both", "max_tokens")
     max_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    top_k = _number(body, "top_k", int, -1)
     sampling = Sampling(
         max_tokens=_number(body, max_key, int, 1),
         min_tokens=_number(body, "min_tokens", int, 0),
-        temperature=_number(body, "temperature", float, 0.0, 2.0),
-        top_p=_number(body, "top_p", float, 0.0, 1.0, low_open=True),
-        top_k=None if top_k is None else top_k,
-        seed=_number(body, "seed", int, 0, 2**31 - 1),
-        repetition_penalty=_number(body, "repetition_penalty", float, 0.0, low_open=True),
+        temperature=_sampled(body, "temperature"),
+        top_p=_sampled(body, "top_p"),
+        top_k=_sampled(body, "top_k"),
+        seed=_sampled(body, "seed"),
+        repetition_penalty=_sampled(body, "repetition_penalty"),
         stop=_stop(body.get("stop")),
     )
     if sampling.min_tokens and sampling.max_tokens is not None and sampling.min_tokens > sampling.max_tokens:
