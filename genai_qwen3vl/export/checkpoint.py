@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..model.spec import checkpoint_file
 from .options import ExportOptions
 
 # Files copied from the checkpoint as they are (tokenizer, chat template, processor settings).
@@ -34,8 +35,11 @@ def resolve_checkpoint(options: ExportOptions) -> Path:
             raise CheckpointError(f"-i {path} is a file; give the Hugging Face checkpoint folder that holds it")
         if not path.is_dir():
             raise CheckpointError(f"input folder {path} does not exist; give -i a Hugging Face checkpoint folder")
-        return path
-    return _download(options.model_name, options.cache_dir)
+    else:
+        path = _download(options.model_name, options.cache_dir)
+    for name in (*COPIED_FILES, "processor_config.json"):  # refused now, not after the export
+        checkpoint_file(path, name)
+    return path
 
 
 def _download(model_name: str, cache_dir: Path | None) -> Path:
@@ -86,7 +90,7 @@ def copy_checkpoint_files(checkpoint: Path, out: Path) -> list[str]:
     """Copy the tokenizer, template and processor files; returns the names copied."""
     copied = []
     for name in COPIED_FILES:
-        src = checkpoint / name
+        src = checkpoint_file(checkpoint, name)
         if src.is_file():
             shutil.copy2(src, out / name)
             copied.append(name)
@@ -94,7 +98,7 @@ def copy_checkpoint_files(checkpoint: Path, out: Path) -> list[str]:
         raise CheckpointError(f"{checkpoint / 'tokenizer.json'} is missing; og's tokenizer needs it")
     if "preprocessor_config.json" not in copied:
         # transformers-5 layout: the image processor lives inside processor_config.json
-        combined = json.loads((checkpoint / "processor_config.json").read_text())
+        combined = json.loads(checkpoint_file(checkpoint, "processor_config.json").read_text())
         write_json(out / "preprocessor_config.json", combined["image_processor"])
         if combined.get("video_processor"):
             write_json(out / "video_preprocessor_config.json", combined["video_processor"])

@@ -203,7 +203,8 @@ class CheckpointTensors:
 
         self.folder = folder
         self.layout = layout
-        self.files = safetensors_files(folder)
+        # the decoder stage reads our text-only view, whose links lead into the checked checkpoint
+        self.files = safetensors_files(folder, contained=False)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         text = config.get("text_config", config)
         self.experts_spec = expert_spec(text)

@@ -149,7 +149,7 @@ def run(options: ExportOptions) -> Path:
     with stage(1, total, "load checkpoint"):
         checkpoint = resolve_checkpoint(options)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint)
-        weight_bytes = verify_weights(checkpoint)
+        weight_bytes = verify_weights(checkpoint, spec)
         log.info(
             "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
             spec.architecture,

@@ -51,6 +51,7 @@ class TextSpec:
     mrope_interleaved: bool
     max_position_embeddings: int
     experts: ExpertSpec | None = None  # Qwen3-VL-MoE; None for dense Qwen3-VL
+    attention_bias: bool = False  # q/k/v/o projections with biases (no released Qwen3-VL has them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,34 @@ MARKER_TOKENS = {
     "eot_token_id": ("</tool_call>", "<|/tool_call|>"),
     "bor_token_id": ("<think>",),
     "eor_token_id": ("</think>",),
+}
+
+
+# The most a config may ask for. Far above every released Qwen3-VL (235B-A22B: 94 text layers of
+# 4096, 128 experts; vision depth 27 of 1152; vocabulary 151936), low enough that a damaged or
+# hostile number is refused before anything is sized from it.
+LIMITS: dict[str, int] = {
+    "num_hidden_layers": 1024,
+    "depth": 1024,
+    "hidden_size": 1 << 16,
+    "out_hidden_size": 1 << 16,
+    "intermediate_size": 1 << 20,
+    "moe_intermediate_size": 1 << 20,
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "num_heads": 1024,
+    "head_dim": 4096,
+    "vocab_size": 1 << 24,
+    "num_position_embeddings": 1 << 20,
+    "max_position_embeddings": 1 << 30,
+    "num_experts": 4096,
+    "num_local_experts": 4096,
+    "num_experts_per_tok": 4096,
+    "decoder_sparse_step": 1024,
+    "in_channels": 16,
+    "patch_size": 1024,
+    "temporal_patch_size": 64,
+    "spatial_merge_size": 64,
 }
 
 
@@ -164,14 +193,19 @@ class Qwen3VLSpec:
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path) -> "Qwen3VLSpec":
         root = Path(checkpoint_dir)
-        config = _read_json(root / "config.json", required=True)
+        config = _object(_read_json(root / "config.json", required=True), root / "config.json")
         architectures = config.get("architectures") or []
+        if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+            raise CheckpointError(f"{root / 'config.json'} architectures must be a list of class names, got {_show(architectures)}")
         name = architectures[0] if architectures else f"<none; model_type={config.get('model_type')!r}>"
         arch = architecture(name, str(root / "config.json"))
         text_cfg = config.get("text_config") or {}
         vision_cfg = config.get("vision_config") or {}
         if not text_cfg or not vision_cfg:
             raise CheckpointError(f"{root / 'config.json'} has no text_config/vision_config section")
+        for section, value in (("text_config", text_cfg), ("vision_config", vision_cfg)):
+            if not isinstance(value, dict):
+                raise CheckpointError(f"{root / 'config.json'} {section} must be a JSON object, got {_show(value)}")
 
         text = _text_spec(text_cfg, config)
         vision = _vision_spec(vision_cfg)
@@ -179,37 +213,110 @@ class Qwen3VLSpec:
         video_cfg = video_processor_config(root)
         try:
             image_proc = image_settings(image_cfg)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{image_path} {exc}") from None
         try:
             video_proc = video_settings(video_cfg)
-        except ValueError as exc:
+            frames = FrameSampling.from_config(video_cfg)
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{root}: the video processor settings {exc}") from None
-        generation = _read_json(root / "generation_config.json") or {}
+        generation = _object(_read_json(root / "generation_config.json") or {}, root / "generation_config.json")
         tokens = _token_spec(arch, config, text_cfg, generation, _tokenizer_vocab(root))
         tie = config.get("tie_word_embeddings", text_cfg.get("tie_word_embeddings", False))
+        if not isinstance(tie, bool):
+            raise CheckpointError(f"config.json tie_word_embeddings must be true or false, got {_show(tie)}")
         return cls(
             arch=arch,
             text=text,
             vision=vision,
             image_processor=image_proc,
             video_processor=video_proc,
-            frame_sampling=FrameSampling.from_config(video_cfg),
+            frame_sampling=frames,
             tokens=tokens,
-            tie_word_embeddings=bool(tie),
+            tie_word_embeddings=tie,
             generation=generation,
         )
 
 
-def _read_json(path: Path, required: bool = False) -> dict | None:
+def checkpoint_file(root: str | Path, name: str) -> Path:
+    """``root/name``, refused where it leads outside the checkpoint folder: a symlink whose
+    target lies elsewhere, a name with ``..`` or an absolute one (a name in an index file).
+
+    One layout links out on purpose: a huggingface_hub cache keeps a snapshot's files in the
+    repository's ``blobs`` folder, ``models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/HASH``;
+    a file there is accepted for a checkpoint that is such a snapshot folder."""
+    root = Path(root)
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise CheckpointError(f"{root} names a file {_show(name)}, which is no file name; re-download the checkpoint")
+    path = root / name
+    real, home = path.resolve(), root.resolve()
+    inside = [home]
+    if home.parent.name == "snapshots" and home.parent.parent.name.startswith(("models--", "datasets--", "spaces--")):
+        inside.append(home.parent.parent / "blobs")
+    if not any(real.is_relative_to(folder) for folder in inside):
+        raise CheckpointError(f"{path} leads outside the checkpoint folder (to {real}); refusing to read it: copy the file into {root}")
+    return path
+
+
+def _read_json(path: Path, required: bool = False) -> Any:
+    path = checkpoint_file(path.parent, path.name)
     if not path.is_file():
         if required:
             raise CheckpointError(f"{path} is missing: point -i at a Hugging Face Qwen3-VL checkpoint folder")
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc}); re-download the checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); re-download the checkpoint") from None
+
+
+def _object(value: Any, path: Path) -> dict:
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, got {_show(value)}; re-download the checkpoint")
+    return value
+
+
+def _show(value: Any) -> str:
+    """A config value for an error line: its type, and the value itself where it is short."""
+    kind = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", float: "a number"}.get(type(value))
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({kind})" if kind else text
+
+
+def _int(cfg: dict, key: str, where: str, default: Any = None, minimum: int = 1) -> int:
+    """A whole number from the config, within [minimum, LIMITS[key]]; one line naming it otherwise.
+    ``default`` (not None) is taken where the key is absent; without one the key is required."""
+    value = cfg.get(key)
+    if value is None:
+        if default is None:
+            raise CheckpointError(f"config.json {where} has no {key!r}")
+        value = default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CheckpointError(f"config.json {where} {key} must be a whole number, got {_show(value)}")
+    limit = LIMITS.get(key)
+    if value < minimum or (limit is not None and value > limit):
+        most = f" and at most {limit} (this tool's limit; released Qwen3-VL models stay far below it)" if limit else ""
+        raise CheckpointError(
+            f"config.json {where} {key}={_show(value)} must be at least {minimum}{most}; the config is damaged or not a Qwen3-VL one"
+        )
+    return value
+
+
+def _ints(value: Any, key: str, where: str, limit: int) -> tuple[int, ...]:
+    """A list of whole numbers (layer or block numbers, section sizes) of at most ``limit`` entries."""
+    if not isinstance(value, (list, tuple)) or len(value) > limit:
+        raise CheckpointError(f"config.json {where} {key} must be a list of at most {limit} whole numbers, got {_show(value)}")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        raise CheckpointError(f"config.json {where} {key} must hold whole numbers only, got {_show(value)}")
+    return tuple(value)
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    """A finite, positive real number (eps, rope theta)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise CheckpointError(f"config.json {where} {key} must be a positive number, got {_show(value)}")
+    return float(value)
 
 
 def _need(cfg: dict, key: str, where: str):
@@ -220,6 +327,8 @@ def _need(cfg: dict, key: str, where: str):
 
 def _text_spec(t: dict, top: dict) -> TextSpec:
     rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise CheckpointError(f"config.json text_config rope_parameters (or rope_scaling) must be an object, got {_show(rope)}")
     theta = rope.get("rope_theta", t.get("rope_theta", top.get("rope_theta")))
     if theta is None:
         raise CheckpointError("config.json text_config has no rope_theta (in rope_parameters or at top level)")
@@ -231,38 +340,44 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
     section = rope.get("mrope_section")
     if not section:
         raise CheckpointError("config.json text_config has no mrope_section: not a Qwen3-VL text config")
-    heads = _need(t, "num_attention_heads", "text_config")
+    where = "text_config"
+    heads = _int(t, "num_attention_heads", where)
+    interleaved = rope.get("mrope_interleaved", True)
+    if not isinstance(interleaved, bool):
+        raise CheckpointError(f"config.json text_config mrope_interleaved must be true or false, got {_show(interleaved)}")
+    bias = t.get("attention_bias", False)
+    if not isinstance(bias, bool):
+        raise CheckpointError(f"config.json text_config attention_bias must be true or false, got {_show(bias)}")
     return TextSpec(
-        hidden_size=_need(t, "hidden_size", "text_config"),
-        num_hidden_layers=_need(t, "num_hidden_layers", "text_config"),
+        hidden_size=_int(t, "hidden_size", where),
+        num_hidden_layers=_int(t, "num_hidden_layers", where),
         num_attention_heads=heads,
-        num_key_value_heads=t.get("num_key_value_heads") or heads,
-        head_dim=_need(t, "head_dim", "text_config"),
-        intermediate_size=_need(t, "intermediate_size", "text_config"),
-        vocab_size=_need(t, "vocab_size", "text_config"),
-        rms_norm_eps=float(t.get("rms_norm_eps", 1e-6)),
-        rope_theta=float(theta),
-        mrope_section=tuple(int(x) for x in section),
-        mrope_interleaved=bool(rope.get("mrope_interleaved", True)),
-        max_position_embeddings=int(t.get("max_position_embeddings", 262144)),
+        num_key_value_heads=_int(t, "num_key_value_heads", where, default=heads),
+        head_dim=_int(t, "head_dim", where),
+        intermediate_size=_int(t, "intermediate_size", where),
+        vocab_size=_int(t, "vocab_size", where),
+        rms_norm_eps=_number(t.get("rms_norm_eps", 1e-6), "rms_norm_eps", where),
+        rope_theta=_number(theta, "rope_theta", where),
+        mrope_section=_ints(section, "mrope_section", where, 16),
+        mrope_interleaved=interleaved,
+        max_position_embeddings=_int(t, "max_position_embeddings", where, default=262144),
         experts=expert_spec(t),
+        attention_bias=bias,
     )
 
 
 def expert_spec(t: dict) -> ExpertSpec | None:
     """The expert part of a text config (transformers' keys), or None for a dense one."""
-    experts = t.get("num_experts", t.get("num_local_experts"))
-    if experts is None:
+    key = "num_experts" if t.get("num_experts") is not None else "num_local_experts"
+    if t.get(key) is None:
         return None
-    only = t.get("mlp_only_layers") or []
-    if not isinstance(only, (list, tuple)):
-        raise CheckpointError(f"config.json text_config mlp_only_layers must be a list of layer numbers, got {only!r}")
+    where = "text_config"
     return ExpertSpec(
-        num_experts=int(experts),
-        top_k=int(_need(t, "num_experts_per_tok", "text_config")),
-        intermediate_size=int(_need(t, "moe_intermediate_size", "text_config")),
-        decoder_sparse_step=int(t.get("decoder_sparse_step", 1)),
-        mlp_only_layers=tuple(int(i) for i in only),
+        num_experts=_int(t, key, where, minimum=0),
+        top_k=_int(t, "num_experts_per_tok", where, minimum=0),
+        intermediate_size=_int(t, "moe_intermediate_size", where, minimum=0),
+        decoder_sparse_step=_int(t, "decoder_sparse_step", where, default=1, minimum=0),
+        mlp_only_layers=_ints(t.get("mlp_only_layers") or [], "mlp_only_layers", where, LIMITS["num_hidden_layers"]),
     )
 
 
@@ -288,18 +403,19 @@ def _expert_problems(arch: Architecture, t: TextSpec) -> list[str]:
 
 
 def _vision_spec(v: dict) -> VisionSpec:
+    where = "vision_config"
     return VisionSpec(
-        depth=_need(v, "depth", "vision_config"),
-        hidden_size=_need(v, "hidden_size", "vision_config"),
-        num_heads=_need(v, "num_heads", "vision_config"),
-        intermediate_size=_need(v, "intermediate_size", "vision_config"),
-        in_channels=v.get("in_channels", 3),
-        patch_size=v.get("patch_size", 16),
-        temporal_patch_size=v.get("temporal_patch_size", 2),
-        spatial_merge_size=v.get("spatial_merge_size", 2),
-        out_hidden_size=_need(v, "out_hidden_size", "vision_config"),
-        num_position_embeddings=_need(v, "num_position_embeddings", "vision_config"),
-        deepstack_visual_indexes=tuple(int(i) for i in v.get("deepstack_visual_indexes", ())),
+        depth=_int(v, "depth", where),
+        hidden_size=_int(v, "hidden_size", where),
+        num_heads=_int(v, "num_heads", where),
+        intermediate_size=_int(v, "intermediate_size", where),
+        in_channels=_int(v, "in_channels", where, default=3),
+        patch_size=_int(v, "patch_size", where, default=16),
+        temporal_patch_size=_int(v, "temporal_patch_size", where, default=2),
+        spatial_merge_size=_int(v, "spatial_merge_size", where, default=2),
+        out_hidden_size=_int(v, "out_hidden_size", where),
+        num_position_embeddings=_int(v, "num_position_embeddings", where),
+        deepstack_visual_indexes=_ints(v.get("deepstack_visual_indexes", ()), "deepstack_visual_indexes", where, LIMITS["depth"]),
     )
 
 
@@ -308,8 +424,10 @@ def image_processor_config(root: Path) -> tuple[dict, Path]:
     (hub layout) or the ``image_processor`` section of a transformers-5 ``processor_config.json``."""
     legacy = _read_json(root / "preprocessor_config.json")
     if legacy is not None:
-        return legacy, root / "preprocessor_config.json"
+        return _object(legacy, root / "preprocessor_config.json"), root / "preprocessor_config.json"
     combined = _read_json(root / "processor_config.json")
+    if combined is not None:
+        _object(combined, root / "processor_config.json")
     if combined and isinstance(combined.get("image_processor"), dict):
         return combined["image_processor"], root / "processor_config.json"
     raise CheckpointError(
@@ -321,23 +439,35 @@ def image_processor_config(root: Path) -> tuple[dict, Path]:
 def video_processor_config(root: Path) -> dict:
     legacy = _read_json(root / "video_preprocessor_config.json")
     if legacy is not None:
-        return legacy
-    combined = _read_json(root / "processor_config.json") or {}
-    return combined.get("video_processor") or {}
+        return _object(legacy, root / "video_preprocessor_config.json")
+    combined = _object(_read_json(root / "processor_config.json") or {}, root / "processor_config.json")
+    return _object(combined.get("video_processor") or {}, root / "processor_config.json")
 
 
-def _as_id_list(value) -> list[int]:
+def _token_id(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < LIMITS["vocab_size"]:
+        raise CheckpointError(f"the checkpoint's {key} must be a token id (a whole number from 0), got {_show(value)}")
+    return value
+
+
+def _as_id_list(value, key: str) -> list[int]:
     if value is None:
         return []
-    return [int(x) for x in value] if isinstance(value, (list, tuple)) else [int(value)]
+    return [_token_id(x, key) for x in value] if isinstance(value, (list, tuple)) else [_token_id(value, key)]
 
 
 def _tokenizer_vocab(root: Path) -> dict[str, int]:
-    """token -> id for the added tokens and the BPE vocabulary of tokenizer.json."""
-    tok = _read_json(root / "tokenizer.json") or {}
-    vocab = dict((tok.get("model") or {}).get("vocab") or {})
-    for added in tok.get("added_tokens") or []:
-        vocab[added["content"]] = added["id"]
+    """token -> id for the added tokens and the BPE vocabulary of tokenizer.json (entries that are
+    not token -> id are left out; og's tokenizer reports a broken file itself)."""
+    tok = _read_json(root / "tokenizer.json")
+    tok = tok if isinstance(tok, dict) else {}
+    model = tok.get("model") if isinstance(tok.get("model"), dict) else {}
+    vocab = model.get("vocab") if isinstance(model.get("vocab"), dict) else {}
+    vocab = {k: v for k, v in vocab.items() if isinstance(v, int)}
+    added = tok.get("added_tokens") if isinstance(tok.get("added_tokens"), list) else []
+    for entry in added:
+        if isinstance(entry, dict) and isinstance(entry.get("content"), str) and isinstance(entry.get("id"), int):
+            vocab[entry["content"]] = entry["id"]
     return vocab
 
 
@@ -352,11 +482,15 @@ def _token_spec(arch: Architecture, top: dict, text: dict, generation: dict, voc
             raise CheckpointError(
                 f"config.json has no {key} and tokenizer.json has no {token} token; copy both from the original checkpoint"
             )
-        return int(value)
+        return _token_id(value, key)
+
+    def optional(key: str) -> int | None:
+        value = first(generation.get(key), text.get(key), top.get(key))
+        return None if value is None else _token_id(value, key)
 
     eos: list[int] = []
     for source in (generation.get("eos_token_id"), text.get("eos_token_id"), top.get("eos_token_id")):
-        for token in _as_id_list(source):
+        for token in _as_id_list(source, "eos_token_id"):
             if token not in eos:
                 eos.append(token)
     if not eos:
@@ -366,8 +500,8 @@ def _token_spec(arch: Architecture, top: dict, text: dict, generation: dict, voc
         video_token_id=marker("video_token_id", arch.video_token),
         vision_start_token_id=marker("vision_start_token_id", arch.vision_start_token),
         vision_end_token_id=marker("vision_end_token_id", arch.vision_end_token),
-        bos_token_id=first(generation.get("bos_token_id"), text.get("bos_token_id"), top.get("bos_token_id")),
-        pad_token_id=first(generation.get("pad_token_id"), text.get("pad_token_id"), top.get("pad_token_id")),
+        bos_token_id=optional("bos_token_id"),
+        pad_token_id=optional("pad_token_id"),
         eos_token_ids=tuple(eos),
         markers=_markers(vocab),
     )
