@@ -184,12 +184,40 @@ def _without_tensor(src, dst, prefix: str):
     return dst, dropped
 
 
-def test_a_missing_tensor_is_named_and_verbose_shows_the_stage_process_traceback(tmp_path, checkpoints):
+def _overlapping_offsets(src, dst):
+    """A copy of a single-file checkpoint whose first vision tensor's bytes overlap another
+    tensor's: the header is in bounds (stage 1 passes), safetensors refuses it when the vision
+    stage loads the tower."""
+    import struct
+
+    shutil.copytree(src, dst)
+    path = dst / "model.safetensors"
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    name = sorted(k for k in header if k.startswith("model.visual.blocks.1.") and k.endswith(".weight"))[0]
+    begin, end = header[name]["data_offsets"]
+    header[name]["data_offsets"] = [begin - 4, end - 4]
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(n)
+    assert len(text) == n
+    path.write_bytes(data[:8] + text + data[8 + n :])
+    return dst
+
+
+def test_a_missing_tensor_is_named_before_any_stage(tmp_path, checkpoints):
     ckpt, dropped = _without_tensor(checkpoints("awkward"), tmp_path / "ckpt", "model.visual.blocks.1.")
+    out = tmp_path / "out"
+    proc = run_cli("-i", ckpt, "-o", out)
+    assert_clean_failure(proc, out, "lacks", dropped, "re-download")
+    assert "[2/6]" not in proc.stderr
+
+
+def test_verbose_shows_the_stage_process_traceback(tmp_path, checkpoints):
+    ckpt = _overlapping_offsets(checkpoints("awkward"), tmp_path / "ckpt")
     env = {"GENAI_QWEN3VL_ISOLATE_STAGES": "1"}
     out = tmp_path / "out"
     proc = run_cli("-i", ckpt, "-o", out, env=env)
-    assert_clean_failure(proc, out, "lacks", dropped, "re-download")
+    assert_clean_failure(proc, out, "model.safetensors", "corrupt", "re-download")
     verbose = run_cli("-i", ckpt, "-o", out, "--verbose", env=env)
     assert verbose.returncode != 0
     # the child's own frames, not only the parent's re-raise
@@ -211,8 +239,46 @@ def test_only_file_problems_are_reported_as_file_problems(checkpoints, monkeypat
     with pytest.raises(MemoryError, match="injected"):
         load_submodule_state(checkpoints("awkward"), ("model.visual.",), None)
     monkeypatch.undo()
-    bad = checkpoints("awkward").parent / "corrupt"
-    shutil.copytree(checkpoints("awkward"), bad)
-    (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}xxxxxxxxxxxxxxx")
+    bad = _overlapping_offsets(checkpoints("awkward"), checkpoints("awkward").parent / "corrupt")
     with pytest.raises(CheckpointError, match="truncated or corrupt, re-download it"):
         load_submodule_state(bad, ("model.visual.",), None)
+
+
+# ---------------------------------------------------------------- paths the checkpoint names
+def _as_hub_snapshot(src, cache, repo="models--local--tiny"):
+    """``src`` laid out as huggingface_hub's cache keeps a download: the files in ``blobs/`` under
+    their hashes, the snapshot folder holding relative links ``../../blobs/HASH`` to them."""
+    import hashlib
+
+    blobs = cache / repo / "blobs"
+    snapshot = cache / repo / "snapshots" / ("0" * 40)
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for item in sorted(src.iterdir()):
+        digest = hashlib.sha256(item.read_bytes()).hexdigest()
+        shutil.copy(item, blobs / digest)
+        (snapshot / item.name).symlink_to(f"../../blobs/{digest}")
+    return snapshot
+
+
+def test_a_hub_snapshot_whose_files_link_into_its_blobs_is_read(tmp_path, checkpoints):
+    """Every file of a hub snapshot is a symlink into the repository's blobs folder: allowed, and
+    only that (a link into another repository's blobs is refused)."""
+    from genai_qwen3vl.errors import CheckpointError
+    from genai_qwen3vl.export.checkpoint import copy_checkpoint_files, resolve_checkpoint
+    from genai_qwen3vl.export.options import ExportOptions
+    from genai_qwen3vl.export.weights import verify_weights
+    from genai_qwen3vl.model.spec import Qwen3VLSpec
+
+    snapshot = _as_hub_snapshot(checkpoints("tied"), tmp_path / "hub")
+    folder = resolve_checkpoint(ExportOptions(output_dir=tmp_path / "out", input_dir=snapshot))
+    spec = Qwen3VLSpec.from_checkpoint(folder)
+    assert verify_weights(folder, spec) > 0
+    (tmp_path / "out").mkdir()
+    assert "tokenizer.json" in copy_checkpoint_files(folder, tmp_path / "out")
+
+    other = _as_hub_snapshot(checkpoints("tied"), tmp_path / "hub", repo="models--someone--else")
+    (snapshot / "tokenizer.json").unlink()
+    (snapshot / "tokenizer.json").symlink_to(os.path.relpath((other / "tokenizer.json").resolve(), snapshot))
+    with pytest.raises(CheckpointError, match="tokenizer.json leads outside the checkpoint folder"):
+        resolve_checkpoint(ExportOptions(output_dir=tmp_path / "out2", input_dir=snapshot))
