@@ -30,15 +30,13 @@ TALLY = {"tried": 0, "clean": 0, "other": 0}
 
 @pytest.fixture(scope="module", autouse=True)
 def _tally(request):
+    """Prints the counts after the module's last case (outside pytest's output capture)."""
     yield
     if TALLY["tried"]:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         line = f"hostile checkpoints: {TALLY['tried']} tried, {TALLY['clean']} clean exit 2, {TALLY['other']} other"
-        if reporter is not None:
-            reporter.write_line("")
-            reporter.write_line(line)
-        else:
-            print(line)
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}")
 
 
 # Runs the command under the limits and prints its peak RSS (KB). A process started straight from
