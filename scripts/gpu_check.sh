@@ -8,6 +8,10 @@
 #                                       # run the tests and the benchmark in the background; wait for them
 #   scripts/gpu_check.sh collect        # wait again for a run that `main` started, then copy its logs
 #
+# DIR holds: ort_*.tar.xz.part* and ort.sha256 (onnxruntime-gpu 1.31.1 unpacked, tarred, xz'd, split; the
+# CUDA provider's non-sm_90 cubins zeroed to fit), and the wheels: onnxruntime-genai-cuda 0.18.0, transformers
+# 5.25.0, huggingface_hub 2.4.0, httpx2, httpcore2, truststore, sniffio, regex, kernels 0.19.1 (transformers 5.25
+# raises in from_pretrained without it), tomlkit. docs/gpu_benchmarks.md has the first run's results.
 # Logs and results go to $W (/tmp/gpu) and are copied to $OUT (the device tool's folder) at the end.
 # GPU_CHECK_WAIT_S: how long `main`/`collect` wait for the background run (default 480);
 # GPU_CHECK_DIR, GPU_CHECK_SITE: the work folder and the install target (defaults /tmp/gpu, /tmp/site).
