@@ -74,3 +74,45 @@ def test_a_dead_worker_stops_the_server_with_a_clear_line(exported, tmp_path):
     log = server.log()
     assert "error: cannot serve" in log and "generation worker died" in log, log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--port", "99999"], "--port"), (["--port", "-1"], "--port"), (["--timeout", "nan"], "--timeout"), (["--timeout", "inf"], "--timeout"),
+    (["--max-queue", "-1"], "--max-queue"), (["--limit-images", "-1"], "--limit-images"), (["--limit-videos", "two"], "--limit-videos"),
+    (["--header-timeout", "0"], "--header-timeout"), (["--body-timeout", "-5"], "--body-timeout"),
+    (["--keep-alive-timeout", "1e999"], "--keep-alive-timeout"),
+])
+def test_bad_flag_values_are_refused_when_parsed(exported, flags, needle):
+    """Issue 19 item 5: --port 99999 was 82 lines of tracebacks and exit 1, --timeout nan/inf were
+    taken (and inf crashed later): argparse refuses them in one line, exit 2, nothing loaded."""
+    proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl.cli", "serve", str(exported(PRESET)), *flags],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "loaded" not in proc.stderr + proc.stdout, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"argument {needle}" in errors[0], proc.stderr
+
+
+@pytest.mark.parametrize("where", ["port_in_use", "address_not_here"])
+def test_an_address_it_cannot_listen_on_is_one_line_before_loading(exported, where):
+    """Issue 19 item 6: a port in use was logged, the model loaded anyway, then exit 3 (undocumented);
+    now the address is bound first: one line, exit 3 (the README's documented code), model not loaded."""
+    import socket
+    import time
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        host = "127.0.0.1" if where == "port_in_use" else "192.0.2.1"  # TEST-NET-1: no machine's address
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl.cli", "serve", str(exported(PRESET)), "--host", host,
+                               "--port", str(port)], capture_output=True, text=True, timeout=120)
+        seconds = time.monotonic() - start
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "loaded" not in proc.stderr + proc.stdout, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"cannot listen on {host} port {port}" in errors[0], errors[0]
+    assert ("in use" if where == "port_in_use" else "assign") in errors[0], errors[0]
+    assert seconds < 20, f"{seconds:.1f} s: the model was loaded before the address was checked"

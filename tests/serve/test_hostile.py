@@ -39,12 +39,41 @@ def _image_message(url: str, text: str = "Describe.") -> dict:
             "max_tokens": 2}
 
 
+def _raw(fragment: bytes) -> bytes:
+    """GOOD with one more field, written as raw JSON text (what json.dumps would not write)."""
+    return b'{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2, ' + fragment + b"}"
+
+
+def _tool_arguments(arguments: str) -> dict:
+    """An assistant turn whose tool call carries ``arguments`` (a JSON string, as OpenAI sends it)."""
+    call = {"id": "call_0", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return {"messages": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                         {"role": "tool", "tool_call_id": "call_0", "content": "42"}], "max_tokens": 2}
+
+
+def _video_message(url: str) -> dict:
+    return {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "?"}]}],
+            "max_tokens": 2}
+
+
+def _truncated_video(tmp_path_factory) -> str:
+    """An AVI cut at 70 %: its header opens and states 16 frames, fewer decode (the error used to
+    name the server's temporary file)."""
+    from genai_qwen3vl.testing.media import make_frames, write_video
+
+    data = write_video(tmp_path_factory.mktemp("video") / "v.avi", make_frames(16, 64, 64), 4).read_bytes()
+    return f"data:video/x-msvideo;base64,{_b64(data[: len(data) * 7 // 10])}"
+
+
 def _cases(media_dir, tmp_path_factory):
     outside = tmp_path_factory.mktemp("outside") / "secret.png"
     outside.write_bytes(base64.b64decode(picture_url(32, 32, 0).split(",", 1)[1]))
     link = media_dir / "link_to_outside.png"
     if not link.exists():
         link.symlink_to(outside)
+    dangling = media_dir / "link_to_missing_outside.png"
+    if not dangling.is_symlink():
+        dangling.symlink_to(outside.parent / "gone.png")
     return {
         # name: (raw body or JSON, status, code or None, words the message must contain)
         "invalid_json": (b'{"messages": [', 400, None, ["not valid JSON"]),
@@ -87,6 +116,32 @@ def _cases(media_dir, tmp_path_factory):
         "prompt_longer_than_context": ({"messages": [{"role": "user", "content": "picture frame " * 5000}]}, 400,
                                        "context_length_exceeded", ["context"]),
         "max_tokens_over_context": ({**GOOD, "max_tokens": 10**6}, 400, "context_length_exceeded", ["context"]),
+        # issue 19 item 19: JSON parsed strictly, numbers finite, sizes bounded (each was a 500 or accepted)
+        "nested_100000_deep": (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, None, ["not valid JSON", "200 levels"]),
+        "integer_of_5000_digits": (_raw(b'"max_tokens": ' + b"9" * 5000), 400, None, ["not valid JSON", "4300"]),
+        "max_tokens_1e400": (_raw(b'"max_tokens": 1e400'), 400, None, ["max_tokens", "finite"]),
+        "temperature_1e400": (_raw(b'"temperature": 1e400'), 400, None, ["temperature", "finite"]),
+        "top_k_2_to_31": ({**GOOD, "top_k": 2**31}, 400, None, ["top_k"]),
+        "temperature_nan": (_raw(b'"temperature": NaN'), 400, None, ["NaN and Infinity are not JSON"]),
+        "top_p_nan": (_raw(b'"top_p": NaN'), 400, None, ["NaN and Infinity are not JSON"]),
+        "repetition_penalty_infinity": (_raw(b'"repetition_penalty": Infinity'), 400, None, ["NaN and Infinity are not JSON"]),
+        "temperature_minus_infinity": (_raw(b'"temperature": -Infinity'), 400, None, ["NaN and Infinity are not JSON"]),
+        "nul_byte_in_media_path": (_image_message(str(media_dir / "a\0b.png")), 400, "invalid_media_path", ["NUL"]),
+        "lone_surrogate_in_text": (b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}', 400, None, ["surrogate"]),
+        "tool_arguments_nested_5000_deep": (_tool_arguments("[" * 5000 + "]" * 5000), 400, None, ["arguments", "200 levels"]),
+        "tool_arguments_nan": (_tool_arguments('{"x": NaN}'), 400, None, ["arguments", "NaN"]),
+        # item 20: outside --allowed-media-dir, a missing path gets the answer an existing one gets
+        "missing_path_outside": (_image_message(str(outside.parent / "no-such.png")), 403, "media_path_not_allowed",
+                                 ["--allowed-media-dir"]),
+        "missing_path_via_dotdot": (_image_message(f"{media_dir}/../no-such.png"), 403, "media_path_not_allowed", ["--allowed-media-dir"]),
+        "symlink_to_missing_outside": (_image_message(str(dangling)), 403, "media_path_not_allowed", ["--allowed-media-dir"]),
+        # item 23: errors quote a short prefix of the input, no server paths, the server's own limit
+        "upper_case_data_url_of_2mb": (_image_message("DATA:image/png;base64," + "A" * 2_000_000), 400, "invalid_image", ["not an image"]),
+        "role_of_100000_characters": ({"messages": [{"role": "x" * 100_000, "content": "hi"}]}, 400, None, ["role", "100000 characters"]),
+        "media_type_of_100000_characters": (_image_message("data:" + "x" * 100_000 + ";base64,AAAA"), 400, "invalid_image", []),
+        "video_truncated_after_its_header": (_video_message(_truncated_video(tmp_path_factory)), 400, None, ["video 0", "frames"]),
+        "prompt_over_the_checkpoints_context": ({"messages": [{"role": "user", "content": "a b " * 150_000}], "max_tokens": 2}, 400,
+                                                "context_length_exceeded", ["this model's context is"]),
     }
 
 
@@ -98,7 +153,13 @@ CASES = [
     "path_outside_allowed", "symlink_escape", "missing_file", "http_url", "https_url", "video_garbage", "mm_unknown_key",
     "mm_max_pixels_over_checkpoint", "mm_min_pixels_below_patch", "mm_fps_negative", "template_kwargs_reserved",
     "prompt_longer_than_context", "max_tokens_over_context",
+    "nested_100000_deep", "integer_of_5000_digits", "max_tokens_1e400", "temperature_1e400", "top_k_2_to_31", "temperature_nan",
+    "top_p_nan", "repetition_penalty_infinity", "temperature_minus_infinity", "nul_byte_in_media_path", "lone_surrogate_in_text",
+    "tool_arguments_nested_5000_deep", "tool_arguments_nan", "missing_path_outside", "missing_path_via_dotdot",
+    "symlink_to_missing_outside", "upper_case_data_url_of_2mb", "role_of_100000_characters", "media_type_of_100000_characters",
+    "video_truncated_after_its_header", "prompt_over_the_checkpoints_context",
 ]
+MAX_ERROR_BYTES = 2000  # an error quotes at most a short prefix of what the client sent
 
 
 def assert_error(response: httpx.Response, status: int, code: str | None, *words: str) -> dict:
@@ -110,6 +171,8 @@ def assert_error(response: httpx.Response, status: int, code: str | None, *words
     for word in words:
         assert word in error["message"], error
     assert "Traceback" not in error["message"]
+    assert len(response.content) <= MAX_ERROR_BYTES, f"{len(response.content)} bytes: {response.text[:300]}"
+    assert "genai-qwen3vl-video-" not in response.text, error  # the server's temporary files stay its own
     return error
 
 
@@ -136,6 +199,19 @@ def test_unknown_route_and_method_answer_in_openai_shape(served):
     assert_error(httpx.get(f"{served.base_url}/v1/models/other-model"), 404, "model_not_found", "other-model")
 
 
+def test_top_k_above_the_vocabulary_cuts_nothing(served):
+    """og refuses a top_k above the vocabulary (it was a 500); the largest 32-bit value is no cut."""
+    r = httpx.post(f"{served.base_url}/v1/chat/completions", json={**GOOD, "top_k": 2**31 - 1, "temperature": 1.0}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_an_upper_case_data_url_is_a_data_url(served):
+    """URL schemes are case-insensitive (RFC 3986): ``DATA:`` was taken for a file path."""
+    body = _image_message("DATA:image/png;BASE64," + picture_url(32, 32, 1).split(",", 1)[1])
+    r = httpx.post(f"{served.base_url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+
+
 def test_no_request_above_left_a_traceback_in_the_server_log(served):
     """Run after the hostile cases (same session server): nothing reached the 500 path."""
     assert "Traceback" not in served.log()
@@ -146,12 +222,15 @@ def test_no_request_above_left_a_traceback_in_the_server_log(served):
 def strict(exported, tmp_path_factory):
     """A server with an API key, a small body limit, two images per request, a 64-token context."""
     server = ServerProcess(exported(PRESET), "--max-request-bytes", "1000000", "--limit-images", "2", "--max-model-len", "64",
-                           "--max-image-pixels", str(STRICT_MAX_PIXELS), log_dir=tmp_path_factory.mktemp("strict_logs"), api_key="s3cret")
+                           "--max-image-pixels", str(STRICT_MAX_PIXELS), *SLOW_FLAGS, log_dir=tmp_path_factory.mktemp("strict_logs"),
+                           api_key="s3cret")
     with server:
         yield server
 
 
 STRICT_MAX_PIXELS = 32 * 32 * 8
+HEADER_S, BODY_S, KEEP_ALIVE_S = 1.0, 2.0, 1.0
+SLOW_FLAGS = ("--header-timeout", str(HEADER_S), "--body-timeout", str(BODY_S), "--keep-alive-timeout", str(KEEP_ALIVE_S))
 
 
 def test_server_image_budget_flag(strict, served):
@@ -213,3 +292,66 @@ def test_limits(case, strict):
         body = {"messages": [{"role": "user", "content": "picture frame " * 40}], "max_tokens": 2}
         assert_error(httpx.post(url, json=body, headers=headers), 400, "context_length_exceeded", "64 tokens")
     assert_still_serving(strict.base_url, headers)
+
+
+# what each slow client sends first; then one byte every DRIP_S (none for the idle ones)
+SLOW_CLIENTS = {
+    "idle": (b"", None),
+    "header_drip": (b"POST /v1/chat/completions HTTP/1.1\r\n", b"X"),
+    "body_drip": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{", b" "),
+    "idle_after_an_answer": (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", None),
+    "header_drip_after_an_answer": (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n", b"X"),
+    "body_drip_after_an_answer": (b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{", b" "),  # 405 at once
+}
+DRIP_S = 0.2
+
+
+def _slow_client(port: int, kind: str, give_up: float) -> tuple[float | None, bytes]:
+    """One raw connection behaving as ``kind``: (seconds until the server closed it, or None if it
+    was still open after ``give_up``; what the server sent)."""
+    import select
+    import socket
+    import time
+
+    first, drip = SLOW_CLIENTS[kind]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        start, received = time.monotonic(), b""
+        sock.sendall(first)
+        while time.monotonic() - start < give_up:
+            if select.select([sock], [], [], DRIP_S)[0]:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionError:
+                    data = b""
+                if not data:
+                    return time.monotonic() - start, received
+                received += data
+            elif drip:
+                try:
+                    sock.sendall(drip)
+                except OSError:  # closed under us
+                    return time.monotonic() - start, received
+        return None, received
+
+
+def test_slow_clients_are_cut_off(strict):
+    """Issue 19 item 21: connections that send nothing, drip their headers or body, or linger
+    after an answer are closed at --header-timeout / --body-timeout / --keep-alive-timeout (they
+    stayed open for good), 4 of each kind at once; the body drip gets a 408 first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = int(strict.base_url.rsplit(":", 1)[1])
+    give_up = BODY_S + 6
+    kinds = [kind for kind in SLOW_CLIENTS for _ in range(4)]
+    with ThreadPoolExecutor(len(kinds)) as pool:
+        results = list(pool.map(lambda kind: _slow_client(port, kind, give_up), kinds))
+    for kind, (seconds, received) in zip(kinds, results, strict=True):
+        deadline = BODY_S if kind == "body_drip" else min(HEADER_S, KEEP_ALIVE_S)
+        assert seconds is not None, f"{kind}: still open after {give_up} s"
+        assert deadline - 0.3 <= seconds <= deadline + 2.5, f"{kind}: closed after {seconds:.2f} s, not at its {deadline} s deadline"
+        if kind == "body_drip":
+            assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+            assert b"--body-timeout" in received and b'"code":"request_timeout"' in received, received
+    assert_still_serving(strict.base_url, {"Authorization": "Bearer s3cret"})
+    assert "Traceback" not in strict.log()

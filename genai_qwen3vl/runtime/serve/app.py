@@ -35,7 +35,7 @@ from .errors import APIError, bad_request
 from .media import MediaPolicy
 from .metrics import Metrics
 from .output import OutputSplitter, StopFilter
-from .protocol import ChatRequest, parse_chat_request
+from .protocol import ChatRequest, parse_chat_request, strict_json
 
 log = logging.getLogger("genai_qwen3vl.serve")
 STATIC = Path(__file__).with_name("static")
@@ -233,8 +233,8 @@ async def read_json(request: Request, limit: int) -> Any:
             raise too_large
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return strict_json(b"".join(chunks))
+    except ValueError as exc:  # strict: no NaN/Infinity, lone surrogates, 200+ levels or 4300+ digits
         raise bad_request(f"the request body is not valid JSON ({exc})") from None
 
 

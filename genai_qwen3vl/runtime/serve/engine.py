@@ -64,6 +64,7 @@ class Engine:
         if max_model_len is not None and context and max_model_len > context:
             raise ValueError(f"--max-model-len {max_model_len} is longer than the model's context of {context} tokens")
         self.context = max_model_len or default_len
+        self.processor.context_length = None  # prepare() checks the prompt against the server's limit (too_long)
         eos = config["model"]["eos_token_id"]
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.vocab_size = int(config["model"].get("vocab_size") or 0)
@@ -162,7 +163,8 @@ class Engine:
             if getattr(s, key) is not None:
                 options[key] = getattr(s, key)
         if s.top_k is not None:
-            options["top_k"] = s.top_k if s.top_k > 0 else max(self.vocab_size, 1)  # -1 / 0: no top-k cut
+            # -1 / 0: no top-k cut; og refuses a top_k above the vocabulary, which cuts nothing either
+            options["top_k"] = min(s.top_k, self.vocab_size or s.top_k) if s.top_k > 0 else max(self.vocab_size, 1)
         if s.seed is not None:
             options["random_seed"] = s.seed
         if s.min_tokens:

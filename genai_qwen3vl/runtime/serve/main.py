@@ -6,7 +6,9 @@
 
 (also ``python -m genai_qwen3vl.serve``). Needs the serve extra: ``pip install "genai-qwen3vl[serve]"``.
 Ctrl-C or SIGTERM stops taking connections, lets the requests in flight finish, then exits.
-Exit codes: 0 stopped, 2 a problem with the options or the folder (one line on stderr).
+Exit codes: 0 stopped, 2 a problem with the options or the folder (one line on stderr), 3 the
+address cannot be listened on (--host/--port in use or not this machine's; one line, before the
+model loads).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -33,14 +37,22 @@ examples:
 API_KEY_ENV = "GENAI_QWEN3VL_API_KEY"
 
 
-def _positive(kind):
+MAX_SECONDS = 10**6  # any timeout flag (11 days; Python's waits refuse near-infinite ones)
+
+
+def _positive(kind, low: int = 1, high: float | None = None):
+    """An argparse type: a whole number (``kind`` int) or a finite number (float) in [low, high]
+    (floats: > 0, at most ``MAX_SECONDS``); argparse turns the refusal into one line and exit 2."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'number' if kind is float else 'whole number'}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if kind is float and not (math.isfinite(value) and 0 < value <= (high or MAX_SECONDS)):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {high or MAX_SECONDS}, got {text}")
+        if kind is int and (value < low or (high is not None and value > high)):
+            raise argparse.ArgumentTypeError(f"must be >= {low}{'' if high is None else f' and <= {high}'}, got {text}")
         return value
 
     return parse
@@ -50,12 +62,19 @@ def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", type=Path, metavar="OUT_DIR", help="folder written by builder_qwen3vl.py")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_positive(int, 0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--model-name", help="the model id clients send and /v1/models lists (default: the folder's name)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' on /v1 and /metrics (or set {API_KEY_ENV})")
     p.add_argument("--max-concurrency", type=_positive(int), default=1, help="generations at once, each its own og Generator (default 1)")
-    p.add_argument("--max-queue", type=int, default=16, help="requests waiting for a slot; beyond them: 429 with Retry-After (default 16)")
+    p.add_argument("--max-queue", type=_positive(int, 0), default=16,
+                   help="requests waiting for a slot; beyond them: 429 with Retry-After (default 16)")
     p.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds per request, queue included (default 600)")
+    p.add_argument("--header-timeout", type=_positive(float), default=10.0,
+                   help="seconds a connection may take to send a request's headers, from its opening or its last answer (default 10)")
+    p.add_argument("--body-timeout", type=_positive(float), default=60.0,
+                   help="seconds a request's body may take to arrive after its headers; beyond: 408 (default 60)")
+    p.add_argument("--keep-alive-timeout", type=_positive(float), default=5.0,
+                   help="seconds an idle connection stays open after an answer (default 5)")
     p.add_argument("--allowed-media-dir", type=Path, help="local image/video paths are read only from under this folder (default: none)")
     p.add_argument("--min-image-pixels", type=_positive(int), help="default image pixel floor (default: the checkpoint's)")
     p.add_argument("--max-image-pixels", type=_positive(int), help="default image pixel budget (default: the checkpoint's)")
@@ -65,8 +84,8 @@ def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
                    help="request body limit; beyond: 413 (default 64 MiB)")
     p.add_argument("--max-decode-pixels", type=_positive(int), default=8192 * 8192,
                    help="refuse images and video frames larger than this before decoding them (default 8192x8192)")
-    p.add_argument("--limit-images", type=int, default=16, help="images per request (default 16)")
-    p.add_argument("--limit-videos", type=int, default=2, help="videos per request (default 2)")
+    p.add_argument("--limit-images", type=_positive(int, 0), default=16, help="images per request (default 16)")
+    p.add_argument("--limit-videos", type=_positive(int, 0), default=2, help="videos per request (default 2)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info")
     return p
 
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         import uvicorn
 
         from .app import ServeOptions, create_app
+        from .deadlines import BodyDeadline, HeaderDeadline
         from .engine import check_model_dir
     except ImportError as exc:
         print(f"error: the server needs the serve extra ({exc.name} is missing): pip install \"genai-qwen3vl[serve]\"", file=sys.stderr)
@@ -85,8 +105,6 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         check_model_dir(args.model_dir)
         if args.allowed_media_dir is not None and not args.allowed_media_dir.is_dir():
             raise ValueError(f"--allowed-media-dir {args.allowed_media_dir} is not a folder")
-        if args.max_queue < 0 or args.limit_images < 0 or args.limit_videos < 0:
-            raise ValueError("--max-queue, --limit-images and --limit-videos must be >= 0")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +125,13 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         limit_videos=args.limit_videos,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
+    try:  # before the model loads: a port in use is one line, at once
+        sockets = _bind(args.host, args.port)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        print(f"error: cannot listen on {args.host} port {args.port} ({why}); give another --host or --port (--port 0 picks a "
+              "free one)", file=sys.stderr)
+        return 3
     fatal: list[str] = []
     server = None
 
@@ -128,14 +153,40 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
                     signal.signal(sig, handler)
 
     app = create_app(options, on_fatal=on_fatal)
+    app.add_middleware(BodyDeadline, timeout=args.body_timeout)
     # timeout_graceful_shutdown: on SIGTERM/Ctrl-C, requests in flight get up to --timeout to finish
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=int(args.timeout) + 1)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=int(args.timeout) + 1,
+                            http=HeaderDeadline.limited(args.header_timeout), timeout_keep_alive=args.keep_alive_timeout)
     server = Server(config)
-    server.run()
+    port = sockets[0].getsockname()[1]
+    logging.getLogger("genai_qwen3vl.serve").info("listening on http://%s:%d", f"[{args.host}]" if ":" in args.host else args.host, port)
+    server.run(sockets=sockets)
     if fatal:
         print(f"error: cannot serve {args.model_dir}: {fatal[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for every address ``host`` names, as asyncio's
+    create_server would make them; an OSError names what failed (in use, no such address)."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                                 flags=socket.AI_PASSIVE)):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # one free port for every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageTooLarge, load_image, open_image
-from .errors import APIError, bad_request
+from .errors import APIError, bad_request, quote
 
 _REMOTE = ("http://", "https://", "ftp://", "s3://", "gs://")
 
@@ -29,10 +29,11 @@ class MediaPolicy:
     # ------------------------------------------------------------------ images
     def image(self, url: str, where: str) -> np.ndarray:
         """HxWx3 uint8 RGB."""
-        if url.startswith("data:"):
+        if _is_data(url):
             media_type, payload = _data_url(url, where)
             if not media_type.startswith("image/"):
-                raise bad_request(f"{where}: the data URL holds {media_type or 'no media type'}, not an image", where, "invalid_image")
+                raise bad_request(f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not an image",
+                                  where, "invalid_image")
             return self._decode_image(io.BytesIO(payload), where)
         path = self._local(url, where)
         with open(path, "rb") as f:
@@ -60,20 +61,21 @@ class MediaPolicy:
     @contextlib.contextmanager
     def video(self, url: str, where: str):
         """A path to the video file (a data URL is written to a temporary file, removed after)."""
-        if not url.startswith("data:"):
+        if not _is_data(url):
             path = self._local(url, where)
             self._check_video(path, where)
-            yield path
+            yield from _path_hidden(path, where)
             return
         media_type, payload = _data_url(url, where)
         if not media_type.startswith("video/"):
-            raise bad_request(f"{where}: the data URL holds {media_type or 'no media type'}, not a video", where, "invalid_video")
+            raise bad_request(f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not a video",
+                              where, "invalid_video")
         fd, name = tempfile.mkstemp(prefix="genai-qwen3vl-video-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload)
             self._check_video(Path(name), where)
-            yield Path(name)
+            yield from _path_hidden(Path(name), where)
         finally:
             os.unlink(name)
 
@@ -89,7 +91,9 @@ class MediaPolicy:
                 stream = container.streams.video[0]
                 pixels = int(stream.codec_context.width) * int(stream.codec_context.height)
         except av.FFmpegError as exc:
-            raise bad_request(f"{where}: the video cannot be decoded ({exc})", where, "invalid_video") from None
+            # FFmpeg's text without its file name (a temporary file of the server's for a data URL)
+            why = exc.strerror or type(exc).__name__
+            raise bad_request(f"{where}: the video cannot be decoded ({why})", where, "invalid_video") from None
         if pixels > self.max_decode_pixels:
             raise bad_request(f"{where}: the video's frames are {pixels} pixels, more than this server decodes "
                               f"({self.max_decode_pixels}; --max-decode-pixels)", where, "video_too_large")
@@ -111,25 +115,39 @@ class MediaPolicy:
                 param=where,
                 code="local_media_disabled",
             )
-        raw = url[len("file://"):] if url.startswith("file://") else url
+        raw = url[len("file://"):] if url[:7].lower() == "file://" else url
         if "://" in raw:
-            raise bad_request(f"{where}: unsupported URL scheme in {url[:40]!r} (data: or a local path)", where)
+            raise bad_request(f"{where}: unsupported URL scheme in {quote(url)} (data: or a local path)", where)
+        if "\0" in raw:
+            raise bad_request(f"{where}: a file path cannot hold a NUL byte", where, "invalid_media_path")
+        # containment first, existence after: every path outside the folder gets the same answer,
+        # whether or not it exists (no file-existence oracle)
+        refused = APIError(403, f"{where}: {quote(raw)} is not a file under --allowed-media-dir", param=where,
+                           code="media_path_not_allowed")
         try:
-            path = Path(raw).resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise bad_request(f"{where}: {raw} does not exist", where, "media_not_found") from None
-        if not path.is_relative_to(self.allowed_dir) or not path.is_file():
-            raise APIError(403, f"{where}: {raw} is not a file under --allowed-media-dir", param=where, code="media_path_not_allowed")
+            path = Path(raw).resolve()  # the symlinks that exist followed, the rest kept as written
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a name too long
+            raise refused from None
+        if not path.is_relative_to(self.allowed_dir):
+            raise refused
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            raise bad_request(f"{where}: {quote(raw)} does not exist under --allowed-media-dir", where, "media_not_found") from None
+        except OSError:
+            raise refused from None
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise refused
         return path
 
 
 def _data_url(url: str, where: str) -> tuple[str, bytes]:
     """``data:[<media type>][;base64],<data>`` -> (media type, bytes); base64 required."""
-    header, sep, data = url[len("data:"):].partition(",")
+    header, sep, data = url[len("data:"):].partition(",")  # the scheme in any case (RFC 3986)
     if not sep:
         raise bad_request(f"{where}: malformed data URL (no ',')", where, "invalid_data_url")
     fields = header.split(";")
-    if "base64" not in fields[1:]:
+    if "base64" not in [f.strip().lower() for f in fields[1:]]:
         raise bad_request(f"{where}: data URLs must be base64 (data:image/png;base64,...)", where, "invalid_data_url")
     try:
         payload = base64.b64decode(data, validate=True)
@@ -138,3 +156,20 @@ def _data_url(url: str, where: str) -> tuple[str, bytes]:
     if not payload:
         raise bad_request(f"{where}: the data URL is empty", where, "invalid_data_url")
     return fields[0].strip().lower(), payload
+
+
+
+def _is_data(url: str) -> bool:
+    return url[:5].lower() == "data:"
+
+
+def _path_hidden(path: Path, where: str):
+    """Yields ``path``; an error raised meanwhile (the processor decoding the file) says
+    ``(where)`` instead of the path: no server paths (temporary files) in a client's error."""
+    try:
+        yield path
+    except APIError as exc:
+        exc.message = exc.message.replace(str(path), f"({where})")
+        raise
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(str(path), f"({where})")) from None

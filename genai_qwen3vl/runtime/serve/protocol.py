@@ -15,15 +15,18 @@ that stock onnxruntime-genai cannot honour are refused with a 400 naming them, n
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from typing import Any
+
+from pydantic_core import from_json
 
 from ..sampling import BOUNDS
 from ..sampling import check as check_sampling
-from .errors import APIError, bad_request, unsupported
+from .errors import APIError, bad_request, quote, unsupported
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP = 16
+MAX_INT = 2**31 - 1  # og's search options are 32-bit integers
 
 
 @dataclasses.dataclass
@@ -56,12 +59,38 @@ class ChatRequest:
     return_token_ids: bool = False
 
 
+def strict_json(data: bytes | str) -> Any:
+    """JSON as RFC 8259 defines it, parsed by pydantic's parser (jiter): no NaN or Infinity, no
+    lone UTF-16 surrogates, at most 200 levels deep, integers of at most 4300 digits; anything
+    else is a ValueError naming the problem and where (Python's json takes NaN, and fails on deep
+    nesting or long integers with RecursionError or a ValueError of its own)."""
+    try:
+        return from_json(data, allow_inf_nan=False)
+    except ValueError as exc:
+        text = str(exc)
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        for needle, why in (("recursion limit", "nested more than 200 levels deep"), ("out of range", "an integer of 4300+ digits"),
+                            ("hex escape", "a \\ud800-\\udfff escape that is not a surrogate pair")):
+            if needle in text:
+                raise ValueError(f"{text}: {why}") from None
+        if text.startswith(("expected value", "invalid number")) and (b"NaN" in raw or b"Infinity" in raw):
+            raise ValueError(f"{text}: NaN and Infinity are not JSON; send finite numbers") from None
+        raise
+
+
 def _number(body: dict, key: str, kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """A finite number (an integer for ``kind`` int, at most ``MAX_INT`` then) in the range given."""
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
-        raise bad_request(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {json.dumps(value)}", key)
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400 parses as inf
+        raise bad_request(f"'{key}' must be a finite number, got {quote(value)}", key)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+        raise bad_request(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {quote(value)}", key)
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise bad_request(f"'{key}' must be between {-MAX_INT} and {MAX_INT}, got {quote(value)}", key)
     value = kind(value)
     if low is not None and (value <= low if low_open else value < low):
         raise bad_request(f"'{key}' must be {'>' if low_open else '>='} {low}, got {value}", key)
@@ -125,7 +154,7 @@ def _user_content(content: Any, where: str, images: list[str], videos: list[str]
         elif kind in ("input_audio", "audio_url", "file"):
             raise unsupported(here, f"Qwen3-VL takes text, images and videos, not '{kind}' parts")
         else:
-            raise bad_request(f"{here}: unknown content part type {json.dumps(kind)} (text, image_url or video_url)", here)
+            raise bad_request(f"{here}: unknown content part type {quote(kind)} (text, image_url or video_url)", here)
     return parts
 
 
@@ -140,9 +169,9 @@ def _tool_calls(calls: Any, where: str) -> list[dict]:
         arguments = function.get("arguments", {})
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError:
-                raise bad_request(f"{where}.tool_calls[{j}].function.arguments is not valid JSON", f"{where}.tool_calls") from None
+                arguments = strict_json(arguments) if arguments.strip() else {}
+            except ValueError as exc:
+                raise bad_request(f"{where}.tool_calls[{j}].function.arguments is not valid JSON ({exc})", f"{where}.tool_calls") from None
         out.append({"id": call.get("id"), "type": "function", "function": {"name": function["name"], "arguments": arguments}})
     return out
 
@@ -157,7 +186,7 @@ def _messages(raw: Any) -> tuple[list[dict], list[str], list[str]]:
             raise bad_request(f"{where} must be an object with 'role' and 'content'", "messages")
         role = message.get("role")
         if role not in ROLES:
-            raise bad_request(f"{where}.role must be one of {', '.join(ROLES)}, got {json.dumps(role)}", "messages")
+            raise bad_request(f"{where}.role must be one of {', '.join(ROLES)}, got {quote(role)}", "messages")
         content = message.get("content")
         if role == "user":
             messages.append({"role": "user", "content": _user_content(content, where, images, videos)})
