@@ -22,7 +22,8 @@ _INTERPOLATION = {0: "NEAREST", 1: "LANCZOS", 2: "LINEAR", 3: "CUBIC"}
 
 
 def _session_options(options: ExportOptions) -> dict[str, Any]:
-    provider_options = [] if options.execution_provider == "cpu" else [{options.execution_provider: {}}]
+    provider = options.execution_provider
+    provider_options = [] if provider == "cpu" else [{provider: dict(options.target.provider_options)}]
     # 0 = onnxruntime's default, one thread per physical core. Without it og uses half the
     # logical CPUs, which on a machine without SMT (most cloud VMs) is half the cores: the
     # vision tower and the prefill then take twice as long (measured: 29.5 s -> 14.1 s TTFT).

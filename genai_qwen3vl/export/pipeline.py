@@ -17,7 +17,7 @@ from typing import Iterator
 
 from ..errors import CheckpointError, OptionsError
 from ..model import io_contract
-from ..model.precisions import QMOE_BLOCK_SIZES, QuantLayout
+from ..model.precisions import QMOE_BLOCK_SIZES, QMOE_CUDA_HIDDEN_MULTIPLE, QuantLayout
 from ..model.spec import Qwen3VLSpec
 from . import configs
 from .checkpoint import copy_checkpoint_files, resolve_checkpoint, write_json
@@ -69,6 +69,15 @@ def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) 
         raise OptionsError(
             f"--int4_block_size {options.int4_block_size} is not available for {spec.architecture}: onnxruntime's "
             f"4-bit QMoE experts take block sizes {', '.join(map(str, QMOE_BLOCK_SIZES))}; choose one of them"
+        )
+    hidden = spec.text.hidden_size
+    if options.target.quantized and options.execution_provider == "cuda" and hidden % QMOE_CUDA_HIDDEN_MULTIPLE:
+        # measured on an H200 (onnxruntime-gpu 1.31.1): the export succeeded and og failed at the first
+        # step ("QMoE int weight-only quantization requires hidden_size to be a multiple of 64")
+        raise CheckpointError(
+            f"text_config hidden_size={hidden} is not a multiple of {QMOE_CUDA_HIDDEN_MULTIPLE}, which onnxruntime's CUDA "
+            f"4-bit QMoE kernel needs for -p int4 -e cuda (every released Qwen3-VL-MoE has 2048 or 4096); "
+            "export -p fp16 -e cuda, or -p int4 -e cpu"
         )
 
 

@@ -239,5 +239,11 @@ def in_dtype(ref: Reference, dtype: str, device: str = "cpu") -> Reference:
 
     if dtype == "fp32" and device == "cpu":
         return ref
+    if device != "cpu":
+        import torch
+
+        # fp32 means fp32 on the GPU too: cuDNN's convolutions (the vision patch embedding) default to TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     model = copy.deepcopy(ref.model).to(device, torch_dtype(dtype))
     return Reference(spec=ref.spec, model=model, processor=ref.processor)

@@ -13,7 +13,7 @@ from genai_qwen3vl.verify.compare import assert_within
 from genai_qwen3vl.verify.reference import dequantized_reference, in_dtype
 from genai_qwen3vl.verify.validate import checkable_variant, reference_for
 
-from ..helpers import check_generation_case, targets
+from ..helpers import check_generation_case, run_cli, targets
 
 CUDA_TARGETS = targets("fp32/cuda", "fp16/cuda", "bf16/cuda", "int4/cuda")
 PRESETS = ("awkward", "deep")
@@ -31,7 +31,9 @@ def test_cuda_exports_have_the_right_dtypes_and_provider(target, exported):
     out = exported("awkward", *target.flags)
     cfg = json.loads((out / "genai_config.json").read_text())
     for section in ("decoder", "embedding", "vision"):
-        assert cfg["model"][section]["session_options"]["provider_options"] == [{"cuda": {}}], section
+        assert cfg["model"][section]["session_options"]["provider_options"] == [{"cuda": dict(target.provider_options)}], section
+    # fp32 stays fp32 on the GPU (onnxruntime's CUDA provider would round its matrix products to TF32)
+    assert ("use_tf32", "0") in target.provider_options if target.precision == "fp32" else not target.provider_options
     assert cfg["search"]["past_present_share_buffer"] is target.past_present_share_buffer
     io = ONNX_TYPES[target.io_dtype]
     vision, embedding, decoder = (_io_types(out / c.filename) for c in (io_contract.VISION, io_contract.EMBEDDING, io_contract.DECODER))
@@ -113,6 +115,8 @@ def test_cuda_through_og_matches_transformers(preset, case, target, exported, re
     target's dtype on the GPU (bf16 in bf16; int4 on the dequantized weights in fp16); a
     Qwen3-VL-MoE checkpoint against transformers fp32 (its half-precision expert layers sum the
     experts in half precision, onnxruntime's MoE in float: see verify/validate.reference_for)."""
+    if target.quantized and preset == "moe_hub":
+        pytest.skip("refused at export (hidden 96; see test_int4_cuda_moe_needs_a_hidden_size_multiple_of_64)")
     out = exported(preset, *target.flags)
     ref = reference(preset)
     if target.quantized:
@@ -120,3 +124,16 @@ def test_cuda_through_og_matches_transformers(preset, case, target, exported, re
     dtype = "bf16" if target.io_dtype == "bf16" else target.reference_dtype
     ref = in_dtype(ref, "fp32" if ref.spec.text.experts is not None else dtype, device="cuda")
     check_generation_case(out, ref, case, target.tolerance, record_parity, f"{target.precision} cuda {preset}/{case}")
+
+
+def test_int4_cuda_moe_needs_a_hidden_size_multiple_of_64(checkpoints, tmp_path):
+    """onnxruntime's CUDA QMoE kernel refused hidden 96 at the first step on an H200, after an export
+    that had succeeded: the export refuses it up front, in one line, and writes nothing."""
+    out = tmp_path / "out"
+    proc = run_cli("-i", checkpoints("moe_hub"), "-o", out, "-p", "int4", "-e", "cuda")
+    assert proc.returncode == 2, proc.stderr
+    assert "hidden_size=96 is not a multiple of 64" in proc.stderr and "-p fp16 -e cuda" in proc.stderr
+    assert "Traceback" not in proc.stderr and [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        proc.stderr.strip().splitlines()[-1]
+    ], proc.stderr
+    assert not out.exists()
