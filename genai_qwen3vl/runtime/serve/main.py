@@ -169,10 +169,11 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
 
 def _bind(host: str, port: int) -> list[socket.socket]:
     """Bound (not yet listening) sockets for every address ``host`` names, as asyncio's
-    create_server would make them; an OSError names what failed (in use, no such address)."""
+    create_server would make them ("" is every interface, as there); an OSError names what failed
+    (in use, no such address)."""
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        for family, kind, proto, _, address in dict.fromkeys(socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                                                  flags=socket.AI_PASSIVE)):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
