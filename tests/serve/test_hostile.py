@@ -138,6 +138,8 @@ def _cases(media_dir, tmp_path_factory):
         # item 23: errors quote a short prefix of the input, no server paths, the server's own limit
         "upper_case_data_url_of_2mb": (_image_message("DATA:image/png;base64," + "A" * 2_000_000), 400, "invalid_image", ["not an image"]),
         "role_of_100000_characters": ({"messages": [{"role": "x" * 100_000, "content": "hi"}]}, 400, None, ["role", "100000 characters"]),
+        "model_of_100000_characters": ({**GOOD, "model": "m" * 100_000}, 404, "model_not_found", ["does not exist"]),
+        "mm_key_of_100000_characters": ({**GOOD, "mm_processor_kwargs": {"k" * 100_000: 1}}, 400, None, ["mm_processor_kwargs"]),
         "media_type_of_100000_characters": (_image_message("data:" + "x" * 100_000 + ";base64,AAAA"), 400, "invalid_image", []),
         "video_truncated_after_its_header": (_video_message(_truncated_video(tmp_path_factory)), 400, None, ["video 0", "frames"]),
         "prompt_over_the_checkpoints_context": ({"messages": [{"role": "user", "content": "a b " * 150_000}], "max_tokens": 2}, 400,
@@ -156,7 +158,8 @@ CASES = [
     "nested_100000_deep", "integer_of_5000_digits", "max_tokens_1e400", "temperature_1e400", "top_k_2_to_31", "temperature_nan",
     "top_p_nan", "repetition_penalty_infinity", "temperature_minus_infinity", "nul_byte_in_media_path", "lone_surrogate_in_text",
     "tool_arguments_nested_5000_deep", "tool_arguments_nan", "missing_path_outside", "missing_path_via_dotdot",
-    "symlink_to_missing_outside", "upper_case_data_url_of_2mb", "role_of_100000_characters", "media_type_of_100000_characters",
+    "symlink_to_missing_outside", "upper_case_data_url_of_2mb", "role_of_100000_characters", "model_of_100000_characters",
+    "mm_key_of_100000_characters", "media_type_of_100000_characters",
     "video_truncated_after_its_header", "prompt_over_the_checkpoints_context",
 ]
 MAX_ERROR_BYTES = 2000  # an error quotes at most a short prefix of what the client sent

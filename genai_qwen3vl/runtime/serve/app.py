@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Detokenizer, Engine, Outcome, Prepared
-from .errors import APIError, bad_request
+from .errors import APIError, bad_request, quote
 from .media import MediaPolicy
 from .metrics import Metrics
 from .output import OutputSplitter, StopFilter
@@ -354,7 +354,7 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
     async def model(name: str, request: Request):
         authorize(request)
         if name != options.name:
-            raise APIError(404, f"the model '{name}' does not exist; this server serves '{options.name}'", param="model",
+            raise APIError(404, f"the model {quote(name)} does not exist; this server serves '{options.name}'", param="model",
                            code="model_not_found")
         return model_card()
 
@@ -365,7 +365,7 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         body = await read_json(request, options.max_request_bytes)
         chat = parse_chat_request(body)
         if chat.model not in (None, options.name):
-            raise APIError(404, f"the model '{chat.model}' does not exist; this server serves '{options.name}' (GET /v1/models)",
+            raise APIError(404, f"the model {quote(chat.model)} does not exist; this server serves '{options.name}' (GET /v1/models)",
                            param="model", code="model_not_found")
         eng = engine()
         prepared = await run_in_threadpool(eng.prepare, chat, media, options.limit_images, options.limit_videos)
