@@ -7,6 +7,7 @@
 #   scripts/gpu_check.sh main [DIR]     # stash DIR (default .gpu), install, check the CUDA provider, then
 #                                       # run the tests and the benchmark in the background; wait for them
 #   scripts/gpu_check.sh collect        # wait again for a run that `main` started, then copy its logs
+#   scripts/gpu_check.sh tests -k EXPR  # after `stash`: install from .gpu and run only the cuda tests
 #
 # DIR holds: ort_*.tar.xz.part* and ort.sha256 (onnxruntime-gpu 1.31.1 unpacked, tarred, xz'd, split; the
 # CUDA provider's non-sm_90 cubins zeroed to fit), and the wheels: onnxruntime-genai-cuda 0.18.0, transformers
@@ -135,6 +136,14 @@ case "${1:-}" in
         ;;
     collect)
         wait_and_collect
+        ;;
+    tests)  # stash .gpu, install, then only the cuda tests (pytest options after the word: -k ...)
+        shift
+        stash .gpu >/dev/null
+        install .gpu || { echo "install failed"; exit 1; }
+        environment
+        cd "$REPO" || exit 1
+        timeout 240 python3 -m pytest tests/verify/test_precisions.py -m cuda -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest_tests.log" | tail -n 40
         ;;
     *)
         echo "usage: $0 stash DIR | main [DIR] | collect" >&2
