@@ -100,6 +100,7 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py",
     """``builder_qwen3vl.py`` / ``genai-qwen3vl export``."""
     args = build_export_parser(prog, dashes).parse_args(argv)
     configure_logging(args.verbose)
+    published = None
     try:
         if args.validate_only or args.validate:
             require_extra("verify", "--validate_only" if args.validate_only else "--validate")
@@ -110,7 +111,7 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py",
         from .export.pipeline import run
 
         options = options_from_args(args)
-        out = run(options)
+        out = published = run(options)
         if args.validate:
             from .export.checkpoint import resolve_checkpoint
 
@@ -121,7 +122,10 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py",
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written to the output folder", file=sys.stderr)
+        if published is not None:  # during --validate
+            print(f"interrupted: the export at {published} is complete, its validation did not finish", file=sys.stderr)
+        else:
+            print("interrupted: nothing was written to the output folder", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user error: one line, the traceback under --verbose
         if args.verbose:

@@ -10,7 +10,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -31,11 +33,55 @@ log = logging.getLogger("genai_qwen3vl")
 STAGING_PREFIX = ".genai_qwen3vl-staging-"
 
 
+class Interrupts:
+    """Ctrl-C (SIGINT) during an export, remembered as well as raised.
+
+    Python raises KeyboardInterrupt at whatever bytecode runs when the signal arrives, which may
+    be in a destructor or a callback that swallows it ("Exception ignored in ...") or in library
+    code that turns it into another error: once in 16 tries an export went on and published.
+    So the flag is also checked after every stage and before the publish, an error raised after
+    a Ctrl-C counts as the interrupt, and the publish renames run with SIGINT only recorded and
+    are undone if one came: a Ctrl-C before ``run`` returns leaves nothing at the output path."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def _raise(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def _record(self, signum, frame) -> None:
+        self.seen = True
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self, handler) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def raising(self):
+        return self.installed(self._raise)
+
+    def recording(self):
+        return self.installed(self._record)
+
+
 @contextlib.contextmanager
-def stage(index: int, total: int, name: str) -> Iterator[None]:
+def stage(index: int, total: int, name: str, interrupts: Interrupts | None = None) -> Iterator[None]:
     log.info("[%d/%d] %s ...", index, total, name)
     start = time.perf_counter()
     yield
+    if interrupts is not None:
+        interrupts.check()
     log.info("[%d/%d] %s done in %.1f s", index, total, name, time.perf_counter() - start)
 
 
@@ -152,10 +198,22 @@ def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: Expo
 
 
 def run(options: ExportOptions) -> Path:
-    """Export a checkpoint; returns the published output folder."""
+    """Export a checkpoint; returns the published output folder. Ctrl-C: KeyboardInterrupt, and
+    nothing at the output path (see ``Interrupts``)."""
+    interrupts = Interrupts()
+    try:
+        with interrupts.raising():
+            return _run(options, interrupts)
+    except BaseException as exc:
+        if interrupts.seen and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc  # whatever a stage made of the interrupt
+        raise
+
+
+def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
     out = _check_output(options)
     total = 6
-    with stage(1, total, "load checkpoint"):
+    with stage(1, total, "load checkpoint", interrupts):
         checkpoint = resolve_checkpoint(options)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint)
         weight_bytes = verify_weights(checkpoint, spec)
@@ -183,21 +241,23 @@ def run(options: ExportOptions) -> Path:
         weights, io = options.vision_dtype, options.io_dtype
         layout = options.quant_layout
         vision = f"{weights}, Linear weights {options.vision_quant}" if options.vision_quant else weights
-        with stage(2, total, f"vision ({vision})"):
+        with stage(2, total, f"vision ({vision})", interrupts):
             run_stage(isolate, _vision_stage, checkpoint, spec, staging, weights, io, options.vision_layout)
         table = f"int{layout.table_bits} table" if layout else weights
-        with stage(3, total, f"embedding ({table})"):
+        with stage(3, total, f"embedding ({table})", interrupts):
             run_stage(isolate, _embedding_stage, checkpoint, spec, staging, weights, io, layout)
-        with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)"):
+        with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)", interrupts):
             run_stage(isolate, _decoder_stage, checkpoint, spec, staging, options)
-        with stage(5, total, "configs"):
+        with stage(5, total, "configs", interrupts):
             write_json(staging / "genai_config.json", configs.genai_config(spec, options))
             write_json(staging / "processor_config.json", configs.processor_config(spec))
             copy_checkpoint_files(checkpoint, staging)
         with stage(6, total, "check graphs and publish"):
             for contract in io_contract.GRAPHS.values():
                 check_graph(staging / contract.filename, contract, spec, options.target)
-            _publish(staging, out)
+            with interrupts.recording():
+                interrupts.check()
+                _publish(staging, out, interrupts)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -205,12 +265,17 @@ def run(options: ExportOptions) -> Path:
     return out
 
 
-def _publish(staging: Path, out: Path) -> None:
-    """Replace ``out`` with ``staging`` by renames (the old folder is removed only afterwards)."""
-    if out.exists():
-        old = out.with_name(f"{STAGING_PREFIX}old-{out.name}-{os.getpid()}")
+def _publish(staging: Path, out: Path, interrupts: Interrupts) -> None:
+    """Replace ``out`` with ``staging`` by renames (the old folder is removed only afterwards);
+    undone if a Ctrl-C came meanwhile (SIGINT is only recorded while this runs)."""
+    old = out.with_name(f"{STAGING_PREFIX}old-{out.name}-{os.getpid()}") if out.exists() else None
+    if old is not None:
         out.rename(old)
-        staging.rename(out)
+    staging.rename(out)
+    if interrupts.seen:
+        out.rename(staging)
+        if old is not None:
+            old.rename(out)
+        raise KeyboardInterrupt
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)

@@ -39,6 +39,7 @@ class StageTraceback(Exception):
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # kept across exec; Python then leaves it so
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it forks
 
 
 def run_stage(isolate: bool, fn: Callable, *args) -> None:
@@ -52,8 +53,21 @@ def run_stage(isolate: bool, fn: Callable, *args) -> None:
         payload = Path(tmp) / "stage.pkl"
         payload.write_bytes(pickle.dumps((fn.__module__, fn.__name__, args, level)))
         # the stage ignores Ctrl-C (a terminal signals the whole process group): this process
-        # handles it, and subprocess.run then kills the stage
-        proc = subprocess.run([sys.executable, "-m", __name__, str(payload)], preexec_fn=_ignore_sigint)
+        # handles it and kills the stage. SIGINT is held back while the child is forked, so that
+        # a Ctrl-C then cannot leave a started stage process behind with nobody to kill it.
+        proc = None
+        try:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", __name__, str(payload)], preexec_fn=_ignore_sigint)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held back is raised now
+            proc.wait()
+        except BaseException:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise
         result_path = payload.with_suffix(".result")
         if not result_path.is_file():
             how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with {proc.returncode}"
