@@ -91,6 +91,7 @@ def test_bad_flag_values_are_refused_when_parsed(exported, flags, needle):
     assert "Traceback" not in proc.stderr and "loaded" not in proc.stderr + proc.stdout, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"argument {needle}" in errors[0], proc.stderr
+    assert len(proc.stderr.splitlines()) == 2, proc.stderr  # argparse's one-line usage, then the error
 
 
 @pytest.mark.parametrize("where", ["port_in_use", "address_not_here"])

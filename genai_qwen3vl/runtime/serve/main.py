@@ -59,7 +59,9 @@ def _positive(kind, low: int = 1, high: float | None = None):
 
 
 def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # a one-line usage: a refused flag value is two lines (usage, error), not the usage of every flag
+    p = argparse.ArgumentParser(prog=prog, usage="%(prog)s OUT_DIR [flags] (--help lists them)", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_dir", type=Path, metavar="OUT_DIR", help="folder written by builder_qwen3vl.py")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_positive(int, 0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
