@@ -140,3 +140,17 @@ def test_demo_rejects_an_unknown_preset_and_lists_them():
     helped = subprocess.run([sys.executable, "-m", "genai_qwen3vl", "demo", "--help"], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
     assert "awkward" in helped.stdout and "real_limits" in helped.stdout
+
+
+def test_export_flags_dashed_in_genai_qwen3vl_underscored_in_the_builder_either_accepted():
+    from genai_qwen3vl.cli import build_export_parser
+
+    for dashes, shown, hidden in ((True, "--int4-block-size", "--int4_block_size"), (False, "--int4_block_size", "--int4-block-size")):
+        parser = build_export_parser("x", dashes)
+        helped = parser.format_help()
+        assert shown in helped and hidden not in helped and ("--validate-only" if dashes else "--validate_only") in helped
+        for spelling in (shown, hidden):
+            args = parser.parse_args(["-i", "ckpt", "-o", "out", spelling, "64", "--max-length" if dashes else "--max_length", "100"])
+            assert args.int4_block_size == 64 and args.max_length == 100
+        assert parser.parse_args(["--model-name", "a/b", "-o", "o"]).model_name == "a/b"
+        assert parser.parse_args(["--model_name", "a/b", "-o", "o"]).model_name == "a/b"
