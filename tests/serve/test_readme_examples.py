@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from genai_qwen3vl.testing.media import make_frames, write_video
 from genai_qwen3vl.testing.server import free_port
 
@@ -55,6 +57,7 @@ def test_the_curl_example_runs(served, exported, image_file, tmp_path):
     assert json.loads(proc.stdout)["choices"][0]["message"]["content"], proc.stdout
 
 
+@pytest.mark.slow
 def test_the_chat_command_lines_run(exported, tmp_path):
     (block,) = _blocks("bash", "genai-qwen3vl chat qwen3vl-2b-cpu")
     lines = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("genai-qwen3vl chat")]
@@ -70,6 +73,7 @@ def test_the_chat_command_lines_run(exported, tmp_path):
         assert "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_the_serve_command_line_runs(exported, tmp_path):
     (block,) = _blocks("bash", "genai-qwen3vl serve qwen3vl-2b-cpu")
     (line,) = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("genai-qwen3vl serve")]
