@@ -34,11 +34,17 @@ say "building a throwaway venv in $work with the newest releases setup.py allows
 pip=("$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --upgrade pip || exit 2
 held=()
+KEEP="${KEEP:-}"
 for name in ${KEEP//,/ }; do
   held+=("$name==$(pin_of "$name")")
 done
 # setup.py's ranges only: no constraints file, newest allowed wins
 PYTHONWARNINGS="ignore::UserWarning" "${pip[@]}" --upgrade --upgrade-strategy eager -e ".[test]" "${held[@]}" || exit 2
+
+# a machine-wide pip constraint (this project's dev machines cap torch at the release on their disk)
+# hides newer releases: say so, and lift it for this venv alone with PIP_CONSTRAINT=/dev/null
+cap=$("$work/venv/bin/python" -m pip config list 2>/dev/null | grep -i "constraint" | paste -sd" " || true)
+[ -n "$cap" ] && say "note: pip's own configuration constrains this install too ($cap); PIP_CONSTRAINT=/dev/null lifts it"
 
 changed=()
 say ""
@@ -78,6 +84,13 @@ fi
 say ""
 say "failing with the newest releases:"
 say "$failed"
+say ""
+say "rerunning them at the newest releases first (a failure that does not repeat is no upstream change) ..."
+# shellcheck disable=SC2086
+if (cd "$root" && "$work/venv/bin/python" -m pytest $failed -q -p no:cacheprovider 2>&1 | tail -n 3) >&2; then
+  say "=> the failures did not repeat: flaky, or the working tree changed during the run; run the script again"
+  exit 1
+fi
 blamed=0
 for name in $REFERENCE; do
   case " ${changed[*]} " in *" $name "*) ;; *) continue ;; esac
