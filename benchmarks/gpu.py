@@ -40,17 +40,6 @@ IMAGE_TEXT = "Describe this image in detail."
 SAME_TOKENS = 16  # greedy tokens compared between the engines
 
 
-def _median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _gpu_memory_gb() -> float | None:
     """GPU memory this process holds, by NVML (None where NVML cannot say)."""
     try:
@@ -80,6 +69,7 @@ def _prompts(model_dir: Path) -> dict[str, str]:
 def measure_og(model_dir: str, repeats: int, steps: int) -> dict:
     import onnxruntime_genai as og
 
+    from benchmarks.run import _median_time
     from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
     from genai_qwen3vl.testing.media import make_picture
 
@@ -130,6 +120,7 @@ def measure_hf(model_dir: str, checkpoint: str, repeats: int, steps: int, dtype:
     from PIL import Image
     from transformers import AutoImageProcessor, AutoProcessor
 
+    from benchmarks.run import _median_time
     from genai_qwen3vl.model.spec import Qwen3VLSpec
     from genai_qwen3vl.testing.media import make_picture
 
