@@ -1,11 +1,34 @@
 """The checkpoint's chat template, found and rendered as transformers renders it (jinja2 in its
-sandbox, with its ``tojson``, ``raise_exception`` and ``strftime_now``)."""
+sandbox, with its ``tojson``, ``raise_exception`` and ``strftime_now``).
+
+A checkpoint's template is code: the server renders it under ``TemplateLimits`` (jinja2's sandbox
+stops escapes, not loops). Output is counted as ``Template.generate()`` yields it; a line tracer
+on the template's own frames (its compiled Python) checks the clock and the request's cancel flag
+at every line, empty loops included; sizes that one C call would allocate at once (``'x' * n``,
+``s.ljust(n)``, ``|center(n)``) are checked before the call.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
 import json
+import sys
+import time
 from pathlib import Path
+
+from . import budget
+
+
+class TemplateLimitError(Exception):
+    """The template ran past its time or output budget (the checkpoint's template is at fault)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateLimits:
+    seconds: float = 5.0
+    max_chars: int = 1 << 22
 
 
 def find_chat_template(folder: Path) -> str | None:
@@ -20,12 +43,15 @@ def find_chat_template(folder: Path) -> str | None:
     return None
 
 
-def render_chat_template(template: str, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
-    """What ``processor.apply_chat_template(messages, tokenize=False, ...)`` returns."""
+def render_chat_template(
+    template: str, messages: list[dict], add_generation_prompt: bool = True, limits: TemplateLimits | None = None, /, **kwargs
+) -> str:
+    """What ``processor.apply_chat_template(messages, tokenize=False, ...)`` returns; with
+    ``limits``, TemplateLimitError past them, and budget.Cancelled when the current preparation
+    budget (budget.py) is spent or cancelled."""
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env = _environment(jinja2, limits)
     env.filters["tojson"] = lambda x, indent=None, separators=None, sort_keys=False: json.dumps(
         x, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys
     )
@@ -35,4 +61,104 @@ def render_chat_template(template: str, messages: list[dict], add_generation_pro
 
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs)
+    compiled = env.from_string(template)
+    if limits is None:
+        return compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs)
+    return _render_bounded(compiled, limits, dict(messages=messages, add_generation_prompt=add_generation_prompt, **kwargs))
+
+
+def _render_bounded(compiled, limits: TemplateLimits, variables: dict) -> str:
+    deadline = time.monotonic() + limits.seconds
+    outer = budget.current()
+    code_name = compiled.root_render_func.__code__.co_filename  # "<template>": the template's compiled frames
+
+    def check() -> None:
+        if outer is not None:
+            outer.check()
+        if time.monotonic() > deadline:
+            raise TemplateLimitError(f"the chat template ran longer than {limits.seconds:g} s")
+
+    def on_line(frame, event, arg):
+        check()
+        return on_line
+
+    def on_call(frame, event, arg):  # only the template's own frames are traced line by line
+        return on_line if frame.f_code.co_filename == code_name else None
+
+    out, size = [], 0
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        for chunk in compiled.generate(**variables):
+            size += len(chunk)
+            if size > limits.max_chars:
+                raise TemplateLimitError(f"the chat template wrote more than {limits.max_chars} characters")
+            out.append(chunk)
+    finally:
+        sys.settrace(previous)
+    return "".join(out)
+
+
+def _too_big(value, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) > limit
+
+
+@functools.lru_cache(maxsize=None)
+def _sandbox_class(jinja2):
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """jinja2's immutable sandbox, plus size checks before calls and operators that allocate."""
+
+        intercepted_binops = frozenset(["*", "**", "+"])
+        max_chars: int | None = None
+
+        def _check_size(self, value) -> None:
+            if self.max_chars is not None and hasattr(value, "__len__") and len(value) > self.max_chars:
+                raise TemplateLimitError(f"the chat template built a value longer than {self.max_chars} items")
+
+        def call_binop(self, context, operator, left, right):
+            limit = self.max_chars
+            if limit is not None:
+                if operator == "**" and isinstance(left, (int, float)) and _too_big(right, 4096):
+                    raise TemplateLimitError(f"the chat template raised a number to the power {right}")
+                if operator == "*":
+                    for seq, n in ((left, right), (right, left)):
+                        if hasattr(seq, "__len__") and isinstance(n, int) and len(seq) * n > limit:
+                            raise TemplateLimitError(f"the chat template built a value longer than {limit} items")
+                if operator == "+" and hasattr(left, "__len__") and hasattr(right, "__len__"):
+                    if len(left) + len(right) > limit:
+                        raise TemplateLimitError(f"the chat template built a value longer than {limit} items")
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - jinja2's own signature
+            limit = __self.max_chars
+            if limit is not None and any(_too_big(a, limit) for a in (*args, *kwargs.values())):
+                raise TemplateLimitError(f"the chat template called {getattr(__obj, '__name__', 'a function')} with a size over {limit}")
+            result = super().call(__context, __obj, *args, **kwargs)
+            __self._check_size(result)
+            return result
+
+    return Sandbox
+
+
+def _bounded_filter(function, env):
+    @functools.wraps(function)
+    def bounded(*args, **kwargs):
+        limit = env.max_chars
+        if any(_too_big(a, limit) for a in (*args, *kwargs.values())):
+            raise TemplateLimitError(f"the chat template called |{function.__name__} with a size over {limit}")
+        result = function(*args, **kwargs)
+        if isinstance(result, str):
+            env._check_size(result)
+        return result
+
+    return bounded
+
+
+def _environment(jinja2, limits: TemplateLimits | None):
+    env = _sandbox_class(jinja2)(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    if limits is not None:
+        env.max_chars = limits.max_chars
+        env.filters = {name: _bounded_filter(f, env) for name, f in env.filters.items()}
+    return env

@@ -172,7 +172,7 @@ class Qwen3VLProcessor:
         for i, (video, fps) in enumerate(zip(videos, fps_list, strict=True)):
             try:
                 decoded = (
-                    decode_video_file(video, self.sampling)
+                    decode_video_file(video, self.sampling, self.video_settings)
                     if isinstance(video, (str, Path))
                     else video_from_frames(video, fps, self.sampling)
                 )

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..model.processor_settings import FrameSampling, PixelSettings
+from . import budget
 from .images import load_image, patchify, rescale_normalize, resize_frames, smart_resize
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,27 @@ class Video:
     frames: np.ndarray  # [T, H, W, 3] uint8, the sampled frames
     indices: np.ndarray  # their frame numbers in the source
     fps: float
+    resized: bool = False  # the frames are already at preprocess_video's size (resized as decoded)
 
 
-def decode_video_file(path: str | Path, sampling: FrameSampling) -> Video:
+def video_target_size(t: int, height: int, width: int, s: PixelSettings, sampling: FrameSampling) -> tuple[int, int]:
+    """The frame size transformers' video processor resizes ``t`` sampled HxW frames to."""
+    if not s.do_resize:
+        return height, width
+    max_pixels = s.max_pixels
+    if sampling.cap_pixels_per_frame:
+        frame_cap = sampling.max_video_tokens * s.factor * s.factor
+        per_frame = max(min(frame_cap, s.max_pixels // t), int(s.min_pixels * 1.05))
+        max_pixels = per_frame * t
+    return smart_resize(height, width, s.factor, s.min_pixels, max_pixels, frames=t, temporal_factor=s.temporal_patch_size)
+
+
+def decode_video_file(path: str | Path, sampling: FrameSampling, settings: PixelSettings | None = None) -> Video:
     """Decode a video file with PyAV the way transformers' PyAV loader does: frame count and
-    rate from the stream header, sampled frames kept in decode order."""
+    rate from the stream header, sampled frames kept in decode order. Only the sampled frames
+    are kept; with ``settings`` each is resized as it is decoded (the same per-frame resize
+    preprocess_video would do), so memory holds one source frame plus the resized video.
+    Checks the preparation budget (budget.py) at every frame."""
     try:
         import av
     except ImportError:
@@ -62,19 +79,56 @@ def decode_video_file(path: str | Path, sampling: FrameSampling) -> Video:
         if total <= 0 or not fps:
             raise ValueError(f"video file {path} does not state its frame count and frame rate")
         indices = sampling.indices(total, fps) if sampling.do_sample_frames else np.arange(total)
-        wanted = set(int(i) for i in indices)
-        frames = []
+        frames, kept = None, 0  # the sampled frames only, allocated at the first one's size, filled as decoded
         try:
             for i, frame in enumerate(container.decode(video=0)):
+                budget.check()
                 if i > indices[-1]:
                     break
-                if i in wanted:
-                    frames.append(frame.to_ndarray(format="rgb24"))
+                if i != indices[kept]:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24")
+                if frames is None:
+                    source = rgb.shape
+                    size = rgb.shape[:2] if settings is None else video_target_size(len(indices), *rgb.shape[:2], settings, sampling)
+                    frames = np.empty((len(indices), *size, 3), dtype=np.uint8)
+                if rgb.shape != source:
+                    raise ValueError(f"video file {path} changes its frame size mid-stream")
+                if settings is not None and settings.do_resize:
+                    rgb = resize_frames(rgb[None], *size, settings.resample, "torchvision")[0]
+                while kept < len(indices) and indices[kept] == i:
+                    frames[kept] = rgb
+                    kept += 1
         except av.FFmpegError as exc:
             raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
-    if len(frames) != len(indices):
+    if kept != len(indices):
         raise ValueError(f"video file {path} has fewer decodable frames than its header states")
-    return Video(frames=np.stack(frames), indices=indices, fps=fps)
+    return Video(frames=frames, indices=indices, fps=fps, resized=settings is not None and settings.do_resize)
+
+
+def video_decode_pixels(path: str | Path, sampling: FrameSampling, settings: PixelSettings) -> int:
+    """Pixels ``decode_video_file(path, sampling, settings)`` holds at its peak, from the stream
+    header alone: the sampled frames at their resized size, plus one source frame. 0 when the
+    header does not say (decoding then refuses the file)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0]
+            total, rate = int(stream.frames), stream.average_rate
+            height, width = int(stream.codec_context.height), int(stream.codec_context.width)
+    except av.FFmpegError:
+        return 0
+    if total <= 0 or not rate or height <= 0 or width <= 0:
+        return 0
+    count = len(sampling.indices(total, float(rate)) if sampling.do_sample_frames else range(total))
+    try:
+        new_h, new_w = video_target_size(count, height, width, settings, sampling)
+    except ValueError:  # an aspect ratio the processor refuses: decoding says so
+        return 0
+    return count * new_h * new_w + height * width
 
 
 def video_from_frames(frames, fps: float | None, sampling: FrameSampling) -> Video:
@@ -101,13 +155,8 @@ def preprocess_video(video: Video, s: PixelSettings, sampling: FrameSampling) ->
     processor (torchvision backend, its resize reproduced bit for bit)."""
     frames = video.frames
     t, height, width = frames.shape[:3]
-    if s.do_resize:
-        max_pixels = s.max_pixels
-        if sampling.cap_pixels_per_frame:
-            frame_cap = sampling.max_video_tokens * s.factor * s.factor
-            per_frame = max(min(frame_cap, s.max_pixels // t), int(s.min_pixels * 1.05))
-            max_pixels = per_frame * t
-        new_h, new_w = smart_resize(height, width, s.factor, s.min_pixels, max_pixels, frames=t, temporal_factor=s.temporal_patch_size)
+    if s.do_resize and not video.resized:
+        new_h, new_w = video_target_size(t, height, width, s, sampling)
         frames = resize_frames(frames, new_h, new_w, s.resample, "torchvision")
     chw = rescale_normalize(np.moveaxis(frames, -1, 1), s, "torchvision")
     if pad := -len(chw) % s.temporal_patch_size:
