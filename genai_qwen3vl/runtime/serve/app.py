@@ -1,10 +1,17 @@
 """The HTTP side: FastAPI routes in OpenAI's shapes, generation slots and the queue, auth, limits.
 
-    request --> read body (413 over --max-request-bytes) --> parse (400) --> prepare in a thread
-            (template, media, processor, length: 400) --> slot (wait in the queue, 429 when the
-            queue is full, 408 past --timeout) --> og Generator in the worker process (worker.py)
-            --> tokens, decoded here --> stop strings / reasoning / tool calls --> JSON or
-            server-sent events
+    request --> read body (413 over --max-request-bytes) --> parse, counts (400) --> slot (wait in
+            the queue, 429 when the queue is full, 408 past --timeout) --> prepare in a thread
+            (template, media headers against --max-request-pixels, decoding, processor, length:
+            400; stopped by --timeout and a disconnect) --> og Generator in the worker process
+            (worker.py) --> tokens, decoded here --> stop strings / reasoning / tool calls -->
+            JSON or server-sent events
+
+Nothing is decoded before the request holds a slot, so --max-concurrency bounds the memory of
+preparation too, and a full queue answers 429 at once. The worker process is supervised: when it
+dies, the generations in it end with an error, the server answers 503 (Retry-After) while a new
+worker loads the model, and genai_qwen3vl_worker_restarts_total counts it; a worker that dies more
+than MAX_RESTARTS times in RESTART_WINDOW seconds, or cannot load again, ends the server (exit 2).
 
 The generation slot is freed when the worker reports the generation over: after the last token,
 or within one token of a client disconnecting, a stop string matching, or the timeout passing.
@@ -13,6 +20,7 @@ or within one token of a client disconnecting, a stop string matching, or the ti
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hmac
 import json
@@ -27,9 +35,9 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import budget
 from .engine import Detokenizer, Engine, Outcome, Prepared
 from .errors import APIError, bad_request, quote
 from .media import MediaPolicy
@@ -39,6 +47,8 @@ from .protocol import ChatRequest, parse_chat_request, strict_json
 
 log = logging.getLogger("genai_qwen3vl.serve")
 STATIC = Path(__file__).with_name("static")
+MAX_RESTARTS = 5  # worker deaths tolerated within RESTART_WINDOW seconds; one more ends the server
+RESTART_WINDOW = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +65,7 @@ class ServeOptions:
     max_model_len: int | None = None
     max_request_bytes: int = 64 * 1024 * 1024
     max_decode_pixels: int = 8192 * 8192
+    max_request_pixels: int = 8192 * 8192
     limit_images: int = 16
     limit_videos: int = 2
 
@@ -101,10 +112,12 @@ class Slots:
         self.running += 1
         self.metrics.running.set(self.running)
 
-    def release(self, duration: float) -> None:
+    def release(self, duration: float | None) -> None:
+        """``duration`` None: the request ended before generating (its preparation failed)."""
         self.running -= 1
         self.metrics.running.set(self.running)
-        self.mean_duration = 0.8 * self.mean_duration + 0.2 * duration
+        if duration is not None:
+            self.mean_duration = 0.8 * self.mean_duration + 0.2 * duration
         self.semaphore.release()
 
 
@@ -119,11 +132,12 @@ class Job:
         self.text = Detokenizer(engine.processor.tokenizer)
         self.tokens: list[int] = []
         self.started = time.perf_counter()
-        self.id = engine.worker.start(prepared.arrays, prepared.search, self._on_message)
+        self.worker = engine.worker  # the one running it (a restarted worker is another)
+        self.id = self.worker.start(prepared.arrays, prepared.search, self._on_message)
 
     def stop(self) -> None:
         """Ends the generation at the next token (a stop string matched, the client left)."""
-        self.engine.worker.cancel(self.id)
+        self.worker.cancel(self.id)
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -262,17 +276,41 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
     answers 503 until then)."""
     metrics = Metrics()
     media = MediaPolicy(options.allowed_media_dir, options.max_decode_pixels)
-    state: dict[str, Any] = {"engine": None, "error": None, "slots": None}
+    state: dict[str, Any] = {"engine": None, "error": None, "slots": None, "restarting": False, "stopping": False}
+    deaths: collections.deque[float] = collections.deque()
 
     def fail(message: str) -> None:
         state["engine"], state["error"] = None, message
         if on_fatal:
             on_fatal(message)
 
+    def on_worker_death(message: str) -> None:
+        """Runs on the dead worker's reader thread (its generations have had their error): a new
+        worker, unless the old one keeps dying or the model no longer loads."""
+        if state["stopping"]:
+            return
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and deaths[0] < now - RESTART_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_RESTARTS:
+            fail(f"{message}, {len(deaths)} times in {RESTART_WINDOW:.0f} s; not restarting it again")
+            return
+        state["restarting"] = True
+        log.error("%s; restarting it (%d of %d restarts in %.0f s)", message, len(deaths), MAX_RESTARTS, RESTART_WINDOW)
+        try:
+            state["engine"].restart_worker(stopping=lambda: state["stopping"])
+        except ValueError as exc:
+            fail(f"{message}, and a new one cannot load the model: {exc}")
+            return
+        metrics.worker_restarts.inc()
+        state["restarting"] = False
+        log.info("the generation worker is serving again")
+
     def load() -> None:
         try:
             engine = Engine(options.model_dir, options.max_model_len, options.min_image_pixels, options.max_image_pixels)
-            engine.worker.on_death = fail
+            engine.worker.on_death = on_worker_death
             state["engine"] = engine
             log.info("loaded %s as %r; serving", options.model_dir, options.name)
         except (APIError, ValueError, RuntimeError, OSError) as exc:  # og raises RuntimeError for folders it cannot load
@@ -286,6 +324,7 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         loader.start()
         yield
         loader.join()
+        state["stopping"] = True
         if state["engine"] is not None:  # the requests in flight have drained: stop the worker
             state["engine"].worker.close()
 
@@ -325,6 +364,8 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         if state["engine"] is None:
             message = state["error"] or "the model is still loading; retry shortly (GET /health says when it is ready)"
             raise APIError(503, message, type="server_error", code="model_not_ready", headers={"Retry-After": "2"})
+        if state["restarting"]:
+            raise worker_restarting()
         return state["engine"]
 
     def model_card() -> dict:
@@ -337,6 +378,12 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
     async def health():
         if state["engine"] is None:
             return JSONResponse({"status": "error" if state["error"] else "loading", "detail": state["error"]}, status_code=503)
+        if state["restarting"]:
+            return JSONResponse(
+                {"status": "restarting", "detail": "the generation worker died; a new one is loading the model"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
         slots = state["slots"]
         return {"status": "ok", "model": options.name, "running": slots.running, "waiting": slots.waiting}
 
@@ -368,14 +415,24 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
             raise APIError(404, f"the model {quote(chat.model)} does not exist; this server serves '{options.name}' (GET /v1/models)",
                            param="model", code="model_not_found")
         eng = engine()
-        prepared = await run_in_threadpool(eng.prepare, chat, media, options.limit_images, options.limit_videos)
-        await state["slots"].acquire(max(deadline - time.monotonic(), 0.001))
+        eng.check(chat, options.limit_images, options.limit_videos)  # the free 400s, before the queue
+        slots = state["slots"]
+        await slots.acquire(max(deadline - time.monotonic(), 0.001))  # admitted (or 429/408) before any decoding
+        work = budget.Budget(deadline)
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, work.cancel.set))
         try:
-            job = Job(eng, prepared, state["slots"], metrics)
-        except (OSError, ValueError):  # the worker's pipe is gone (the worker died): the slot goes back
-            state["slots"].release(0.0)
-            raise APIError(503, "the generation worker is not running; the server is shutting down", type="server_error",
-                           code="worker_unavailable") from None
+            prepared = await _in_daemon_thread(
+                work.cancel.set, eng.prepare, chat, media, options.limit_images, options.limit_videos, options.max_request_pixels, work
+            )
+            try:
+                job = Job(engine(), prepared, slots, metrics)
+            except (OSError, ValueError):  # the worker's pipe is gone (the worker died)
+                raise worker_restarting() from None
+        except BaseException:  # refused, stopped or failed before generating: the slot goes back
+            slots.release(None)
+            raise
+        finally:
+            watcher.cancel()
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if chat.stream:
             return StreamingResponse(
@@ -383,7 +440,7 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, job.abandon))
         try:
             answer = Answer(chat, prepared)
             async for _ in _answer_events(job, answer, deadline):
@@ -440,12 +497,51 @@ async def _answer_events(job: Job, answer: Answer, deadline: float) -> AsyncIter
             raise APIError(500, f"generation failed ({type(item[1]).__name__}); the server log has the details", type="server_error")
 
 
-async def _cancel_on_disconnect(request: Request, job: Job) -> None:
+async def _cancel_on_disconnect(request: Request, cancel) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            job.abandon()
+            cancel()
             return
+
+
+def worker_restarting() -> APIError:
+    return APIError(
+        503,
+        "the generation worker is restarting (it died); retry shortly",
+        type="server_error",
+        code="worker_restarting",
+        headers={"Retry-After": "2"},
+    )
+
+
+async def _in_daemon_thread(cancel, function, *args):
+    """``function(*args)`` in a daemon thread: interpreter exit never waits for it (anyio's worker
+    threads are joined at exit, so a stuck preparation kept a stopped server alive); ``cancel()``
+    when the awaiting request is cancelled (server shutdown)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the event loop has closed (shutdown): nobody is waiting
+            pass
+
+    threading.Thread(target=run, name="prepare", daemon=True).start()
+    try:
+        return await future
+    except asyncio.CancelledError:
+        cancel()
+        raise
 
 
 def _sse(payload: dict) -> str:

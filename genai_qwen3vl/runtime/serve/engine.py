@@ -16,15 +16,19 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..chat_template import render_chat_template
+from .. import budget
+from ..chat_template import TemplateLimitError, TemplateLimits, render_chat_template
 from ..processor import Qwen3VLProcessor
-from .errors import bad_request
+from ..video import video_decode_pixels
+from .errors import APIError, bad_request
 from .media import MediaPolicy
 from .protocol import ChatRequest, too_long
 from .worker import Worker
 
 MM_KEYS = ("min_pixels", "max_pixels", "fps")
 MAX_FPS = 60.0
+TEMPLATE_SECONDS = 5.0  # a checkpoint's chat template renders in milliseconds; past this it is stopped
+TEMPLATE_MIN_CHARS = 1 << 20  # the template may write 4x the request's text, and at least this
 
 
 @dataclasses.dataclass
@@ -68,12 +72,25 @@ class Engine:
         eos = config["model"]["eos_token_id"]
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.vocab_size = int(config["model"].get("vocab_size") or 0)
-        self.worker = Worker(self.model_dir)
+        self.worker = self._start_worker()
+
+    def _start_worker(self) -> Worker:
+        worker = Worker(self.model_dir)
         try:
-            self.worker.wait_ready()
+            worker.wait_ready()
         except ValueError:
-            self.worker.close()
+            worker.close()
             raise
+        return worker
+
+    def restart_worker(self, stopping=lambda: False) -> None:
+        """A new worker process in place of a dead one (ValueError if it cannot load the model);
+        closed again at once if the server began ``stopping`` meanwhile."""
+        worker = self._start_worker()
+        worker.on_death = self.worker.on_death
+        self.worker = worker
+        if stopping():
+            worker.close()
 
     # ------------------------------------------------------------------ preparing
     def _pixel_limits(self, low, high, param: str) -> tuple[int | None, int | None]:
@@ -112,29 +129,85 @@ class Engine:
             high = low
         return self.processor.with_options(min_pixels=low, max_pixels=high, fps=fps)
 
-    def prepare(self, request: ChatRequest, media: MediaPolicy, limit_images: int, limit_videos: int) -> Prepared:
-        """Template, media, preprocessing, length checks: every 400 a request can earn before it
-        takes a generation slot."""
+    def check(self, request: ChatRequest, limit_images: int, limit_videos: int) -> Qwen3VLProcessor:
+        """The checks that cost nothing (counts, mm_processor_kwargs), made before the request
+        is admitted; the processor for its options."""
         if len(request.images) > limit_images:
             raise bad_request(f"the request has {len(request.images)} images; this server takes at most {limit_images} "
                               "(--limit-images)", "messages", "too_many_images")
         if len(request.videos) > limit_videos:
             raise bad_request(f"the request has {len(request.videos)} videos; this server takes at most {limit_videos} "
                               "(--limit-videos)", "messages", "too_many_videos")
-        processor = self._processor_for(request.mm_kwargs)
+        return self._processor_for(request.mm_kwargs)
+
+    def prepare(
+        self,
+        request: ChatRequest,
+        media: MediaPolicy,
+        limit_images: int,
+        limit_videos: int,
+        max_request_pixels: int | None = None,
+        work: budget.Budget | None = None,
+    ) -> Prepared:
+        """Template, media, preprocessing, length checks; the server runs it once the request
+        holds a generation slot (so --max-concurrency bounds this work and its memory), within
+        ``work``: --timeout and the client going away stop it (APIError 408 / 499) between
+        template lines, images and video frames. The media's decoded size is checked against
+        ``max_request_pixels`` (--max-request-pixels) from the headers before a pixel is decoded."""
+        processor = self.check(request, limit_images, limit_videos)
+        with (work or budget.Budget(float("inf"))).active():
+            try:
+                return self._prepare(request, processor, media, max_request_pixels)
+            except budget.Cancelled as exc:
+                if exc.reason == "timeout":
+                    raise APIError(
+                        408,
+                        "the request ran past --timeout while its input was prepared and was stopped",
+                        type="timeout_error",
+                        code="timeout",
+                    ) from None
+                raise APIError(499, "the client closed the request", code="client_closed_request") from None
+
+    def _prepare(self, request: ChatRequest, processor: Qwen3VLProcessor, media: MediaPolicy, max_request_pixels: int | None) -> Prepared:
+        text = json.dumps([request.messages, request.tools, request.template_kwargs], ensure_ascii=False, default=str)
+        limits = TemplateLimits(seconds=TEMPLATE_SECONDS, max_chars=max(TEMPLATE_MIN_CHARS, 4 * len(text)))
         try:
             prompt = render_chat_template(
-                self.processor.chat_template, request.messages, True, tools=request.tools, **request.template_kwargs
+                self.processor.chat_template, request.messages, True, limits, tools=request.tools, **request.template_kwargs
             )
+        except budget.Cancelled:
+            raise
+        except TemplateLimitError as exc:
+            raise bad_request(
+                f"the chat template was stopped: {exc} (the server's limit on this checkpoint's template)",
+                "messages",
+                "chat_template_error",
+            ) from None
         except Exception as exc:  # noqa: BLE001 - jinja raises anything the template does (raise_exception, undefined, type errors)
             raise bad_request(f"the chat template refused the messages: {exc}", "messages", "chat_template_error") from None
-        images = [media.image(url, f"image {i}") for i, url in enumerate(request.images)]
+        payloads = [media.image_bytes(url, f"image {i}") for i, url in enumerate(request.images)]
+        pixels = sum(media.image_pixels(payload, f"image {i}") for i, payload in enumerate(payloads))
         with contextlib.ExitStack() as stack:
             videos = [stack.enter_context(media.video(url, f"video {i}")) for i, url in enumerate(request.videos)]
+            pixels += sum(video_decode_pixels(path, processor.sampling, processor.video_settings) for path in videos)
+            if max_request_pixels is not None and pixels > max_request_pixels:
+                raise bad_request(
+                    f"the request's images and videos come to {pixels} decoded pixels, more than this server "
+                    f"decodes for one request ({max_request_pixels}; --max-request-pixels); send fewer or "
+                    "smaller images, or shorter videos (mm_processor_kwargs.fps)",
+                    "messages",
+                    "media_too_large",
+                )
+            images = []
+            for i, payload in enumerate(payloads):
+                budget.check()
+                images.append(media.decode_image(payload, f"image {i}"))
+            del payloads
             try:
                 out = processor.process(prompt, images=images, videos=videos)
             except ValueError as exc:
                 raise bad_request(f"the processor refused the input: {exc}", "messages", "invalid_media") from None
+        budget.check()
         prompt_ids = [int(t) for t in out.input_ids[0]]
         n = len(prompt_ids)
         wanted = request.sampling.max_tokens

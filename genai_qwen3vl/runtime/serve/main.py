@@ -86,6 +86,10 @@ def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
                    help="request body limit; beyond: 413 (default 64 MiB)")
     p.add_argument("--max-decode-pixels", type=_positive(int), default=8192 * 8192,
                    help="refuse images and video frames larger than this before decoding them (default 8192x8192)")
+    p.add_argument("--max-request-pixels", type=_positive(int), default=8192 * 8192,
+                   help="decoded pixels one request's media may hold (images' full sizes, videos' sampled frames as resized), "
+                        "checked from their headers before decoding; with --max-concurrency it bounds the memory of "
+                        "preparation (default 8192x8192)")
     p.add_argument("--limit-images", type=_positive(int, 0), default=16, help="images per request (default 16)")
     p.add_argument("--limit-videos", type=_positive(int, 0), default=2, help="videos per request (default 2)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info")
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         max_model_len=args.max_model_len,
         max_request_bytes=args.max_request_bytes,
         max_decode_pixels=args.max_decode_pixels,
+        max_request_pixels=args.max_request_pixels,
         limit_images=args.limit_images,
         limit_videos=args.limit_videos,
     )

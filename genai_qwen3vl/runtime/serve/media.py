@@ -29,22 +29,36 @@ class MediaPolicy:
     # ------------------------------------------------------------------ images
     def image(self, url: str, where: str) -> np.ndarray:
         """HxWx3 uint8 RGB."""
+        return self.decode_image(self.image_bytes(url, where), where)
+
+    def image_bytes(self, url: str, where: str) -> bytes:
+        """The encoded image (nothing decoded)."""
         if _is_data(url):
             media_type, payload = _data_url(url, where)
             if not media_type.startswith("image/"):
                 raise bad_request(f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not an image",
                                   where, "invalid_image")
-            return self._decode_image(io.BytesIO(payload), where)
+            return payload
         path = self._local(url, where)
         with open(path, "rb") as f:
-            return self._decode_image(io.BytesIO(f.read()), where)
+            return f.read()
 
-    def _decode_image(self, stream: io.BytesIO, where: str) -> np.ndarray:
+    def image_pixels(self, payload: bytes, where: str) -> int:
+        """Width x height from the image's header (the limits checked; no pixel decoded)."""
+        return self._decode_image(io.BytesIO(payload), where, header_only=True)
+
+    def decode_image(self, payload: bytes, where: str) -> np.ndarray:
+        return self._decode_image(io.BytesIO(payload), where)
+
+    def _decode_image(self, stream: io.BytesIO, where: str, header_only: bool = False):
         from PIL import UnidentifiedImageError
 
         try:
             # the one decode limit and its message (runtime/images.py), checked from the header
             with open_image(stream, f"{where}: the image", self.max_decode_pixels) as image:
+                width, height = image.size
+                if header_only:
+                    return width * height
                 image.load()
                 return load_image(image)
         except APIError:

@@ -33,6 +33,9 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
             registry=r,
         )
+        self.worker_restarts = Counter(
+            f"{PREFIX}_worker_restarts", "times the generation worker process died and was restarted", registry=r
+        )
         self.queue_wait = Histogram(
             f"{PREFIX}_queue_wait_seconds", "time a request waited for a slot",
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,

@@ -18,6 +18,7 @@ the HTTP process prepares inputs (numpy arrays) and reads tokens back over a pip
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import signal
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 log = logging.getLogger("genai_qwen3vl.serve")
+_job_ids = itertools.count(1)  # unique across workers: a job of a dead worker never names a job of its successor
 
 
 def worker_main(model_dir: str, conn) -> None:
@@ -102,10 +104,10 @@ class Worker:
         self.process.start()
         child.close()
         self.handlers: dict[int, Callable] = {}
-        self.next_id = 0
         self.lock = threading.Lock()
         self.on_death: Callable[[str], None] | None = None
         self.closing = False
+        self.dead = False  # the reader saw the pipe close: no job is started here any more
 
     def wait_ready(self) -> None:
         """Blocks until og has loaded the model; ValueError with og's message if it cannot."""
@@ -119,16 +121,24 @@ class Worker:
 
     def start(self, arrays: dict, search: dict, handler: Callable) -> int:
         with self.lock:
-            self.next_id += 1
-            job = self.next_id
+            if self.dead:
+                raise OSError("the generation worker has died")
+            job = next(_job_ids)
             self.handlers[job] = handler
-            self.conn.send(("start", job, arrays, search))
+            try:
+                self.conn.send(("start", job, arrays, search))
+            except BaseException:
+                del self.handlers[job]
+                raise
         return job
 
     def cancel(self, job: int) -> None:
         with self.lock:
             if job in self.handlers:
-                self.conn.send(("cancel", job))
+                try:
+                    self.conn.send(("cancel", job))
+                except OSError:  # the worker has just died: its jobs end with an error anyway
+                    pass
 
     def _read(self) -> None:
         while True:
@@ -144,6 +154,7 @@ class Worker:
                 handler(message[0], message[2:])
         # the worker died (killed, out of memory): every job still waiting gets an error
         with self.lock:
+            self.dead = True
             orphans, self.handlers = list(self.handlers.values()), {}
         for handler in orphans:
             handler("error", ("the generation worker died",))
