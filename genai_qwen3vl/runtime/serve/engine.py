@@ -179,7 +179,7 @@ class Engine:
             raise
         except TemplateLimitError as exc:
             raise bad_request(
-                f"the chat template was stopped: {exc} (the server's limit on this checkpoint's template)",
+                f"{exc} and was stopped (the server's budget for the checkpoint's chat template)",
                 "messages",
                 "chat_template_error",
             ) from None
