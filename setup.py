@@ -30,7 +30,15 @@ VERIFY = EXPORT + [
 ]
 VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
 # genai-qwen3vl serve: the OpenAI-compatible server (runtime tier: still no torch)
-SERVE = ["fastapi>=0.115", "starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20", "av>=12"]
+SERVE = [
+    "fastapi>=0.115",
+    "starlette>=0.40",
+    "uvicorn>=0.30",
+    "h11>=0.14",  # runtime/serve/deadlines.py: uvicorn's h11 protocol with a header deadline
+    "pydantic-core>=2.14",  # runtime/serve/protocol.py: strict JSON (no NaN/Infinity, bounded depth)
+    "prometheus-client>=0.20",
+    "av>=12",
+]
 
 setup(
     name="genai-qwen3vl",
