@@ -232,7 +232,10 @@ class Qwen3VLProcessor:
         video becomes, per frame group, ``<t seconds><|vision_start|>`` + pads + ``<|vision_end|>``,
         and that replaces the chat template's whole ``<|vision_start|><|video_pad|><|vision_end|>``
         (no outer pair around the frames: transformers 5.24 kept one, a regression) or, where the
-        prompt has a bare ``<|video_pad|>`` (vLLM's form), that pad alone. See ``video_prompt``."""
+        prompt has a bare ``<|video_pad|>`` (vLLM's form), that pad alone. Videos take their
+        places in prompt order, as 5.25 gives them; 4.57.1 agrees except in a prompt with a bare
+        pad before a wrapped one, where it gave the first video to the first wrapped marker (a
+        prompt no chat template writes). See ``video_prompt``."""
         merge = self.merge_size**2
         start, end = self.arch.vision_start_token, self.arch.vision_end_token
         if video_grids:  # as released: every wrapper collapses to a bare pad, then pads expand in order

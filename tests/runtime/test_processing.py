@@ -185,7 +185,8 @@ def test_image_and_video_in_one_prompt(setups, reference):
 
 
 # prompts with videos in every place: a video between two images, two videos, vLLM's bare pad
-# (the chat template's wrapper left out), and a bare pad before a wrapped one
+# (the chat template's wrapper left out), and a bare pad before a wrapped one (videos in prompt
+# order, as 5.25; 4.57.1 filled the wrapped marker first there)
 VIDEO_LAYOUTS = {
     "image_video_image": (IMG, "first, then", VID, "and last", IMG),
     "two_videos": (VID, "versus", VID),
