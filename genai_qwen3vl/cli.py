@@ -101,11 +101,13 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py",
     args = build_export_parser(prog, dashes).parse_args(argv)
     configure_logging(args.verbose)
     published = None
+    action = "exporting a checkpoint"  # what a missing module turns up in
     try:
         if args.validate_only or args.validate:
             require_extra("verify", "--validate_only" if args.validate_only else "--validate")
-        require_extra("export", "exporting a checkpoint")
+        require_extra("export", action)
         if args.validate_only:
+            action = "--validate_only"
             return _validate_only(args)
         from .export.cli import options_from_args
         from .export.pipeline import run
@@ -115,22 +117,31 @@ def export_main(argv: list[str] | None = None, prog: str = "builder_qwen3vl.py",
         if args.validate:
             from .export.checkpoint import resolve_checkpoint
 
+            action = "--validate"
             return _validate(out, resolve_checkpoint(options), options.precision)
     except Qwen3VLExportError as exc:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        if published is not None:  # during --validate
-            print(f"interrupted: the export at {published} is complete, its validation did not finish", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        replaced = None
+        if hasattr(exc, "published"):  # ExportInterrupted: a Ctrl-C once the export was published
+            published, replaced = exc.published, exc.replaced
+            unchecked = ", its validation did not run" if args.validate else ""
+        else:
+            unchecked = ", its validation did not finish" if args.validate else ""
+        if replaced is not None and replaced.exists():
+            unchecked += f"; delete {replaced}, what is left of the folder it replaced"
+        if published is not None:
+            print(f"interrupted: the export at {published} is complete{unchecked}", file=sys.stderr)
         else:
             print("interrupted: nothing was written to the output folder", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug, not a user error: one line, the traceback under --verbose
         if args.verbose:
             raise
-        if (missing := missing_extra(exc, "exporting a checkpoint")) is not None:
+        if (missing := missing_extra(exc, action)) is not None:
             print(f"error: {missing}", file=sys.stderr)
             return 2
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --verbose for the traceback", file=sys.stderr)

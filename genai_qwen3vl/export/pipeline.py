@@ -41,10 +41,14 @@ class Interrupts:
     code that turns it into another error: once in 16 tries an export went on and published.
     So the flag is also checked after every stage and before the publish, an error raised after
     a Ctrl-C counts as the interrupt, and the publish renames run with SIGINT only recorded and
-    are undone if one came: a Ctrl-C before ``run`` returns leaves nothing at the output path."""
+    are undone if one came: a Ctrl-C before the publish leaves nothing new at the output path (a
+    folder --overwrite would replace stays as it was). Once published, the new export stays: a
+    Ctrl-C while the replaced folder is removed, or recorded during the publish but too late to
+    undo it, raises ``ExportInterrupted`` naming it."""
 
     def __init__(self) -> None:
         self.seen = False
+        self.published: Path | None = None  # the output folder, once the publish renames are done
 
     def _raise(self, signum, frame) -> None:
         self.seen = True
@@ -73,6 +77,15 @@ class Interrupts:
 
     def recording(self):
         return self.installed(self._record)
+
+
+class ExportInterrupted(KeyboardInterrupt):
+    """Ctrl-C after the export was published: it is complete at ``published``; ``replaced``: the
+    folder it replaced (--overwrite), where its removal was stopped."""
+
+    def __init__(self, published: Path, replaced: Path | None = None):
+        super().__init__(f"interrupted after the export was published at {published}")
+        self.published, self.replaced = published, replaced
 
 
 @contextlib.contextmanager
@@ -198,13 +211,20 @@ def _decoder_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, options: Expo
 
 
 def run(options: ExportOptions) -> Path:
-    """Export a checkpoint; returns the published output folder. Ctrl-C: KeyboardInterrupt, and
-    nothing at the output path (see ``Interrupts``)."""
+    """Export a checkpoint; returns the published output folder. Ctrl-C: KeyboardInterrupt and
+    nothing new at the output path, or ExportInterrupted once the export is published there (see
+    ``Interrupts``)."""
     interrupts = Interrupts()
     try:
         with interrupts.raising():
-            return _run(options, interrupts)
+            out = _run(options, interrupts)
+            interrupts.check()  # a Ctrl-C recorded too late to undo the publish, or one swallowed
+            return out
+    except ExportInterrupted:
+        raise
     except BaseException as exc:
+        if interrupts.published is not None and (interrupts.seen or isinstance(exc, KeyboardInterrupt)):
+            raise ExportInterrupted(interrupts.published) from exc
         if interrupts.seen and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt from exc  # whatever a stage made of the interrupt
         raise
@@ -257,7 +277,12 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
                 check_graph(staging / contract.filename, contract, spec, options.target)
             with interrupts.recording():
                 interrupts.check()
-                _publish(staging, out, interrupts)
+                old = _publish(staging, out, interrupts)
+            try:  # published: a Ctrl-C from here on leaves the new export in place
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            except KeyboardInterrupt:
+                raise ExportInterrupted(out, old) from None  # what is left of old, the next export removes
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -265,9 +290,10 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
     return out
 
 
-def _publish(staging: Path, out: Path, interrupts: Interrupts) -> None:
-    """Replace ``out`` with ``staging`` by renames (the old folder is removed only afterwards);
-    undone if a Ctrl-C came meanwhile (SIGINT is only recorded while this runs)."""
+def _publish(staging: Path, out: Path, interrupts: Interrupts) -> Path | None:
+    """Replace ``out`` with ``staging`` by renames; undone if a Ctrl-C came meanwhile (SIGINT is
+    only recorded while this runs). Returns the folder ``out`` was moved to, for the caller to
+    remove (outside the recording window, so that Ctrl-C stops that)."""
     old = out.with_name(f"{STAGING_PREFIX}old-{out.name}-{os.getpid()}") if out.exists() else None
     if old is not None:
         out.rename(old)
@@ -277,5 +303,5 @@ def _publish(staging: Path, out: Path, interrupts: Interrupts) -> None:
         if old is not None:
             old.rename(out)
         raise KeyboardInterrupt
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    interrupts.published = out
+    return old

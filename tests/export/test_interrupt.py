@@ -4,6 +4,7 @@ even a staging folder), whenever the signal arrives before the command ends."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,3 +88,54 @@ def test_ctrl_c_at_any_point_exits_130_and_writes_nothing(checkpoints, tmp_path)
         assert not out.exists(), f"{kind} {when}: {sorted(p.name for p in out.iterdir())}"
         assert not list(tmp_path.glob(".genai_qwen3vl-staging-*")), f"{kind} {when}: a staging folder is left"
     assert sent >= len(points) - 1, f"only {sent} of {len(points)} interrupts arrived before the export ended"
+
+
+# a real SIGINT to this process at the first audit event (sys.addaudithook) of a kind whose path
+# argument is named so: a Ctrl-C at an exact point of an in-process export
+_ctrl_c_at: dict[str, str] = {}
+
+
+def _audit(event: str, args: tuple) -> None:
+    prefix = _ctrl_c_at.get(event)
+    if prefix is not None and args and isinstance(args[0], (str, os.PathLike)) and os.path.basename(os.fspath(args[0])).startswith(prefix):
+        del _ctrl_c_at[event]
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+sys.addaudithook(_audit)
+
+
+def _overwrite(checkpoint, out, event: str, prefix: str, capsys) -> tuple[int, str]:
+    """``export --overwrite`` over an old folder, Ctrl-C at ``event`` on a path named ``prefix...``."""
+    from genai_qwen3vl.cli import export_main
+
+    out.mkdir()
+    (out / "old.txt").write_text("the old export")
+    _ctrl_c_at[event] = prefix
+    try:
+        rc = export_main(["-i", str(checkpoint), "-o", str(out), "-p", "fp32", "-e", "cpu", "--overwrite"])
+    finally:
+        sent = event not in _ctrl_c_at
+        _ctrl_c_at.clear()
+    assert sent, f"no {event} of {prefix}... happened"
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_replaced_folder_is_removed_keeps_the_new_export(checkpoints, tmp_path, capsys):
+    """--overwrite: a Ctrl-C after the publish renames, while the old folder is removed, stops
+    that (exit 130) and says the truth: the new export is complete at -o. A Ctrl-C during the
+    renames undoes them: the old folder is back, nothing new is at -o."""
+    out = tmp_path / "out"
+    rc, err = _overwrite(checkpoints("awkward"), out, "shutil.rmtree", ".genai_qwen3vl-staging-old-", capsys)
+    (left,) = tmp_path.glob(".genai_qwen3vl-staging-old-out-*")  # its removal stopped at the start
+    last = f"interrupted: the export at {out.resolve()} is complete; delete {left}, what is left of the folder it replaced"
+    assert rc == 130 and err.strip().splitlines()[-1] == last, err
+    assert (out / "genai_config.json").is_file() and not (out / "old.txt").exists() and "Traceback" not in err
+    shutil.rmtree(left)
+
+    out = tmp_path / "out2"
+    rc, err = _overwrite(checkpoints("awkward"), out, "os.rename", "out2", capsys)  # the old folder moved aside
+    assert rc == 130 and err.strip().splitlines()[-1] == "interrupted: nothing was written to the output folder", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out2"], "a staging folder is left"
+    assert [p.name for p in out.iterdir()] == ["old.txt"] and (out / "old.txt").read_text() == "the old export"
