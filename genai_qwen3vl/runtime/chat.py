@@ -70,45 +70,50 @@ class ChatSession:
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.images: list[str] = []
         self.videos: list[str] = []
+        self._pending: tuple | None = None  # (inputs, the user turn, all images, all videos) until reply
         self.search = json.loads((self.model_dir / "genai_config.json").read_text())["search"]
 
-    def _prompt(self) -> str:
+    def _prompt(self, messages: list[dict]) -> str:
         if self.kind == "ours":
-            return self.ours.apply_chat_template(self.messages, add_generation_prompt=True)
-        return self.tokenizer.apply_chat_template(json.dumps(self.messages), add_generation_prompt=True)
+            return self.ours.apply_chat_template(messages, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
 
     def inputs(self, images: list[str], videos: list[str], text: str, max_length: int):
-        """og inputs for the conversation with this turn added; a ChatError (the turn not
-        added) when a file is missing or the prompt leaves no room for an answer."""
+        """og inputs for the conversation with this turn; a ChatError when a file is missing or
+        the prompt leaves no room for an answer. The turn joins the conversation only when
+        ``reply`` accepts its options and answers it."""
         check_paths(images, videos, self.kind, self.max_decode_pixels)
         content = [{"type": "image", "image": p} for p in images] + [{"type": "video", "video": p} for p in videos]
-        self.messages.append({"role": "user", "content": content + [{"type": "text", "text": text}]})
+        turn = {"role": "user", "content": content + [{"type": "text", "text": text}]}
         all_images, all_videos = self.images + images, self.videos + videos
-        try:
-            prompt = self._prompt()
-            if self.kind == "ours":
-                # the template writes images and videos in message order; ours takes each kind in order
-                inputs = self.ours(prompt, images=all_images, videos=all_videos)
-            else:
-                inputs = self.stock(prompt, images=self.og.Images.open(*all_images) if all_images else None)
-            length = int(inputs["input_ids"].shape()[-1])
-            if length >= max_length:
-                raise ChatError(
-                    f"the conversation is {length} tokens, which leaves no room for an answer within max_length {max_length}; "
-                    "raise --max_length or start a new chat"
-                )
-        except ValueError:
-            self.messages.pop()
-            raise
-        self.images, self.videos = all_images, all_videos
+        self._pending = None
+        prompt = self._prompt([*self.messages, turn])
+        if self.kind == "ours":
+            # the template writes images and videos in message order; ours takes each kind in order
+            inputs = self.ours(prompt, images=all_images, videos=all_videos)
+        else:
+            inputs = self.stock(prompt, images=self.og.Images.open(*all_images) if all_images else None)
+        length = int(inputs["input_ids"].shape()[-1])
+        if length >= max_length:
+            raise ChatError(
+                f"the conversation is {length} tokens, which leaves no room for an answer within max_length {max_length}; "
+                "raise --max_length or start a new chat"
+            )
+        self._pending = (inputs, turn, all_images, all_videos)
         return inputs
 
     def reply(self, inputs, options: dict, out=sys.stdout) -> tuple[str, dict]:
-        """Stream the answer to ``out``; returns it and its timings (prefill = the first token)."""
+        """Stream the answer to ``out``; returns it and its timings (prefill = the first token).
+        ``options`` are checked first: a ChatError leaves the conversation without the turn
+        ``inputs`` prepared (and ``reply`` may be called again with other options)."""
         try:
             sampling.check_search_options(options)
         except ValueError as exc:
             raise ChatError(str(exc)) from None
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] is inputs:  # the turn joins the conversation
+            _, turn, self.images, self.videos = pending
+            self.messages.append(turn)
         start = time.perf_counter()
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(**options)
@@ -215,7 +220,6 @@ def search_options(args: argparse.Namespace, defaults: dict) -> dict:
 
 
 def _turn(session: ChatSession, images, videos, text, options, timings: bool) -> None:
-    sampling.check_search_options(options)
     inputs = session.inputs(images, videos, text, options["max_length"])
     print("Assistant: ", end="", flush=True)
     _, measured = session.reply(inputs, options)

@@ -141,14 +141,21 @@ def test_sampling_flags_are_checked_when_parsed(capsys, flag, value, needle):
 
 def test_the_generation_call_checks_sampling_too(exported, image_file):
     """ChatSession.reply (the library call behind the chat) refuses what the flags refuse, before
-    generating; temperature 0 is greedy, as in the server."""
+    generating and before the turn joins the conversation (no question left without an answer);
+    temperature 0 is greedy, as in the server."""
+    import io
+
     from genai_qwen3vl.runtime.chat import ChatError, ChatSession
 
-    session = ChatSession(exported("awkward"), "ours", None)
-    inputs = session.inputs([], [], "Hi", 40)
+    session = ChatSession(exported("awkward"), "ours", "Be brief.")
+    before = [dict(m) for m in session.messages]
+    inputs = session.inputs([image_file(64, 64, 2)], [], "Hi", 200)
     for bad in ({"temperature": -1.0}, {"top_p": float("nan")}, {"top_k": 2**40}, {"random_seed": -5}):
         with pytest.raises(ChatError, match="must be"):
-            session.reply(inputs, {"max_length": 40, **bad})
+            session.reply(inputs, {"max_length": 200, **bad})
+        assert session.messages == before and session.images == []
+    answer, _ = session.reply(inputs, {"max_length": 200, "do_sample": False}, out=io.StringIO())
+    assert [m["role"] for m in session.messages] == ["system", "user", "assistant"] and len(session.images) == 1
     greedy = search_options(build_parser().parse_args(["x", "--temperature", "0"]), {"do_sample": True, "temperature": 0.7})
     assert greedy == {"do_sample": False}
 
