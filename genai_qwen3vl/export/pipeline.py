@@ -236,6 +236,7 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
     with stage(1, total, "load checkpoint", interrupts):
         checkpoint = resolve_checkpoint(options)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint)
+        _check_attention(spec, options)  # what the target cannot run, before what the weights lack
         weight_bytes = verify_weights(checkpoint, spec)
         log.info(
             "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
@@ -245,7 +246,6 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
             spec.vision.depth,
             list(spec.vision.deepstack_visual_indexes),
         )
-        _check_attention(spec, options)
         _check_experts(checkpoint, spec, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale_staging(out.parent)
