@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import OptionsError, Qwen3VLExportError
 from .logs import configure_logging
+from .runtime.flags import add_flag
 
 PROGRAM = "genai-qwen3vl"
 
@@ -62,18 +63,6 @@ def missing_extra(exc: BaseException, what: str) -> MissingExtraError | None:
     top = name.split(".")[0]
     extra = next((e for e, modules in EXTRA_MODULES.items() if top in modules), None)
     return None if extra is None else MissingExtraError(extra, top, what)
-
-
-def add_flag(parser, name: str, *short: str, dashes: bool = True, **kwargs) -> None:
-    """``--name`` in the command's spelling (``dashes``: --max-length, else og's --max_length);
-    the other spelling is accepted too, unlisted in --help."""
-    dest = name.replace("-", "_")
-    dashed = name.replace("_", "-")
-    primary, alias = (dashed, dest) if dashes else (dest, dashed)
-    parser.add_argument(*short, f"--{primary}", dest=dest, **kwargs)
-    if alias != primary:
-        hidden = {k: v for k, v in kwargs.items() if k not in ("help", "default", "required", "metavar")}
-        parser.add_argument(f"--{alias}", dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **hidden)
 
 
 def build_export_parser(prog: str, dashes: bool = False) -> argparse.ArgumentParser:

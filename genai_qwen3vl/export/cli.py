@@ -33,7 +33,7 @@ DESCRIPTION = (
 def add_export_arguments(parser: argparse.ArgumentParser, dashes: bool = False) -> None:
     """The export's flags; ``dashes``: spelled --max-length (genai-qwen3vl export), else og's
     --max_length (builder_qwen3vl.py). The other spelling is accepted, unlisted."""
-    from ..cli import add_flag
+    from ..runtime.flags import add_flag
 
     def flag(name: str, *short: str, on=parser, **kwargs) -> None:
         add_flag(on, name, *short, dashes=dashes, **kwargs)

@@ -319,12 +319,6 @@ def _number(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
-def _need(cfg: dict, key: str, where: str):
-    if key not in cfg or cfg[key] is None:
-        raise CheckpointError(f"config.json {where} has no {key!r}")
-    return cfg[key]
-
-
 def _text_spec(t: dict, top: dict) -> TextSpec:
     rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
     if not isinstance(rope, dict):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import sampling
+from .flags import add_flag, positive
 from .images import MAX_DECODE_PIXELS, check_image_size
 
 DESCRIPTION = "Chat with a Qwen3-VL folder written by builder_qwen3vl.py, through stock onnxruntime-genai."
@@ -144,19 +145,7 @@ class ChatSession:
         return answer, timings
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def build_parser(prog: str = "genai-qwen3vl chat") -> argparse.ArgumentParser:
-    from ..cli import add_flag
-
     parser = argparse.ArgumentParser(
         prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -167,12 +156,12 @@ def build_parser(prog: str = "genai-qwen3vl chat") -> argparse.ArgumentParser:
     parser.add_argument("--video", action="append", default=[], help="video path (repeatable); one-shot mode")
     parser.add_argument("-p", "--prompt", help="the question; given, the chat answers once and exits")
     parser.add_argument("--system", help="system prompt")
-    add_flag(parser, "max_length", type=_positive_int, help="prompt + answer tokens (default: genai_config.json)")
-    parser.add_argument("--max-model-len", dest="max_length", type=_positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_flag(parser, "max_length", type=positive(int), help="prompt + answer tokens (default: genai_config.json)")
+    parser.add_argument("--max-model-len", dest="max_length", type=positive(int), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     add_flag(
         parser,
         "max_decode_pixels",
-        type=_positive_int,
+        type=positive(int),
         default=MAX_DECODE_PIXELS,
         help="refuse images larger than this, from their header, before decoding them (default 8192x8192)",
     )

@@ -126,7 +126,7 @@ def test_the_folder_is_positional_or_dash_m_and_flags_take_both_spellings(export
         ("--top-k", "1.5", "'1.5' is not an integer"),
         ("--repetition-penalty", "0", "'repetition_penalty' must be > 0.0, got 0.0"),
         ("--repetition-penalty", "-inf", "'repetition_penalty' must be a finite number, got -inf"),
-        ("--max-length", "0", "must be > 0, got 0"),
+        ("--max-length", "0", "must be >= 1, got 0"),
     ],
 )
 def test_sampling_flags_are_checked_when_parsed(capsys, flag, value, needle):
@@ -172,3 +172,27 @@ def test_interactive_paths_are_checked_when_given(exported, image_file, tmp_path
     assert proc.stdout.count("Assistant: ") == 1 and "Traceback" not in proc.stderr
     proc = run_chat(tmp_path / "no_model", "--image", missing, "-p", "Hi")
     assert proc.returncode == 2 and proc.stderr == f"error: {missing} does not exist\n", proc.stderr
+
+
+def test_the_runtime_tier_does_not_import_the_command_module():
+    """The runtime's commands take their argparse helpers from runtime/flags.py, never from
+    genai_qwen3vl/cli.py (which composes every tier)."""
+    import ast
+
+    from ..helpers import ROOT
+
+    importers = []
+    for path in sorted((ROOT / "genai_qwen3vl" / "runtime").rglob("*.py")):
+        package = ["genai_qwen3vl", *path.relative_to(ROOT / "genai_qwen3vl").parent.parts]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names = [".".join([*base, *(node.module or "").split(".")]).strip(".")]
+                names += [f"{names[0]}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if "genai_qwen3vl.cli" in names:
+                importers.append(str(path.relative_to(ROOT)))
+    assert not importers, importers

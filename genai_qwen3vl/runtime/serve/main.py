@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+
+from ..flags import positive as _positive
 
 DESCRIPTION = "Serve a folder written by builder_qwen3vl.py over an OpenAI-compatible API, with a chat page at /."
 EPILOG = """endpoints:
@@ -35,27 +36,6 @@ examples:
   %(prog)s qwen3vl-2b-int4 --allowed-media-dir ~/pictures        # also take local file paths from there"""
 
 API_KEY_ENV = "GENAI_QWEN3VL_API_KEY"
-
-
-MAX_SECONDS = 10**6  # any timeout flag (11 days; Python's waits refuse near-infinite ones)
-
-
-def _positive(kind, low: int = 1, high: float | None = None):
-    """An argparse type: a whole number (``kind`` int) or a finite number (float) in [low, high]
-    (floats: > 0, at most ``MAX_SECONDS``); argparse turns the refusal into one line and exit 2."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'number' if kind is float else 'whole number'}") from None
-        if kind is float and not (math.isfinite(value) and 0 < value <= (high or MAX_SECONDS)):
-            raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {high or MAX_SECONDS}, got {text}")
-        if kind is int and (value < low or (high is not None and value > high)):
-            raise argparse.ArgumentTypeError(f"must be >= {low}{'' if high is None else f' and <= {high}'}, got {text}")
-        return value
-
-    return parse
 
 
 def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
