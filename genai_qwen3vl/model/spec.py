@@ -244,7 +244,10 @@ def checkpoint_file(root: str | Path, name: str) -> Path:
 
     One layout links out on purpose: a huggingface_hub cache keeps a snapshot's files in the
     repository's ``blobs`` folder, ``models--ORG--NAME/snapshots/REV/FILE -> ../../blobs/HASH``;
-    a file there is accepted for a checkpoint that is such a snapshot folder."""
+    a file there is accepted for a checkpoint that is such a snapshot folder. A ``--local-dir``
+    download by an older huggingface-cli links its files into the cache's blobs too, without
+    naming its repository: for another folder, a link to a regular file named by its hash
+    directly in some ``models--ORG--NAME/blobs/`` is accepted."""
     root = Path(root)
     if not isinstance(name, str) or not name or "\0" in name:
         raise CheckpointError(f"{root} names a file {_show(name)}, which is no file name; re-download the checkpoint")
@@ -253,9 +256,24 @@ def checkpoint_file(root: str | Path, name: str) -> Path:
     inside = [home]
     if home.parent.name == "snapshots" and home.parent.parent.name.startswith(("models--", "datasets--", "spaces--")):
         inside.append(home.parent.parent / "blobs")
+    elif _hub_blob(real):
+        inside.append(real.parent)
     if not any(real.is_relative_to(folder) for folder in inside):
         raise CheckpointError(f"{path} leads outside the checkpoint folder (to {real}); refusing to read it: copy the file into {root}")
     return path
+
+
+def _hub_blob(real: Path) -> bool:
+    """A regular file ``models--ORG--NAME/blobs/HASH`` of a huggingface_hub cache (HASH: the
+    40-hex git or 64-hex sha256 name the hub gives each blob)."""
+    name, folder = real.name, real.parent
+    return (
+        len(name) in (40, 64)
+        and all(c in "0123456789abcdef" for c in name)
+        and folder.name == "blobs"
+        and folder.parent.name.startswith("models--")
+        and real.is_file()
+    )
 
 
 def _read_json(path: Path, required: bool = False) -> Any:

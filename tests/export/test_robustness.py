@@ -282,3 +282,33 @@ def test_a_hub_snapshot_whose_files_link_into_its_blobs_is_read(tmp_path, checkp
     (snapshot / "tokenizer.json").symlink_to(os.path.relpath((other / "tokenizer.json").resolve(), snapshot))
     with pytest.raises(CheckpointError, match="tokenizer.json leads outside the checkpoint folder"):
         resolve_checkpoint(ExportOptions(output_dir=tmp_path / "out2", input_dir=snapshot))
+
+
+def test_a_local_dir_download_whose_files_link_into_a_hub_cache_is_read(tmp_path, checkpoints):
+    """An older ``huggingface-cli download --local-dir`` leaves links into the cache's
+    ``models--ORG--NAME/blobs/HASH``: read as usual. A link to a file in some other ``blobs``
+    folder, or not named by a hash, is still refused."""
+    from genai_qwen3vl.errors import CheckpointError
+    from genai_qwen3vl.export.checkpoint import copy_checkpoint_files, resolve_checkpoint
+    from genai_qwen3vl.export.options import ExportOptions
+    from genai_qwen3vl.export.weights import verify_weights
+    from genai_qwen3vl.model.spec import Qwen3VLSpec
+
+    snapshot = _as_hub_snapshot(checkpoints("tied"), tmp_path / "hub")
+    local = tmp_path / "local"
+    local.mkdir()
+    for link in snapshot.iterdir():
+        (local / link.name).symlink_to(link.resolve())  # absolute, as huggingface_hub made them
+    folder = resolve_checkpoint(ExportOptions(output_dir=tmp_path / "out", input_dir=local))
+    assert verify_weights(folder, Qwen3VLSpec.from_checkpoint(folder)) > 0
+    (tmp_path / "out").mkdir()
+    assert "tokenizer.json" in copy_checkpoint_files(folder, tmp_path / "out")
+
+    blob = (snapshot / "tokenizer.json").resolve()
+    for target in (tmp_path / "elsewhere" / "blobs" / blob.name, blob.parent / "id_rsa"):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(blob, target)
+        (local / "tokenizer.json").unlink()
+        (local / "tokenizer.json").symlink_to(target)
+        with pytest.raises(CheckpointError, match="tokenizer.json leads outside the checkpoint folder"):
+            resolve_checkpoint(ExportOptions(output_dir=tmp_path / "out2", input_dir=local))
