@@ -5,6 +5,7 @@ line and exit 2. Each test starts its own server (they kill its worker)."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -66,14 +67,21 @@ def test_killed_worker_is_restarted(exported, tmp_path):
     assert server.proc.returncode == 0
 
 
-def test_a_worker_that_cannot_load_again_ends_the_server(exported, tmp_path):
+def linked_model(source: Path, tmp_path: Path) -> Path:
+    """A model folder of symlinks to ``source``'s files, for a test to break."""
     model = tmp_path / "model"
     model.mkdir()
-    for f in exported(PRESET).iterdir():
+    for f in source.iterdir():
         (model / f.name).symlink_to(f)
-    server = ServerProcess(model, log_dir=tmp_path).wait_ready()
+    return model
+
+
+def last_kill_ends_the_server(model: Path, tmp_path: Path, prepare=lambda server: None, env: dict | None = None) -> str:
+    """Starts a server on ``model``, runs ``prepare(server)``, kills its worker and waits for the
+    server to end: exit 2, one ``error:`` line (returned) and no traceback."""
+    server = ServerProcess(model, log_dir=tmp_path, env=env).wait_ready()
     try:
-        (model / "model.onnx").unlink()  # the next load fails
+        prepare(server)
         os.kill(worker_pid(server), signal.SIGKILL)
         code = server.proc.wait(60)
     finally:
@@ -81,22 +89,51 @@ def test_a_worker_that_cannot_load_again_ends_the_server(exported, tmp_path):
     log = server.log_path.read_text()
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert code == 2, log
-    assert len(errors) == 1 and "cannot load" in errors[0], log
-    assert "Traceback" not in log
+    assert len(errors) == 1, log
+    assert "Traceback" not in log, log
+    return errors[0]
+
+
+def test_a_worker_that_cannot_load_again_ends_the_server(exported, tmp_path):
+    model = linked_model(exported(PRESET), tmp_path)
+    error = last_kill_ends_the_server(model, tmp_path, lambda server: (model / "model.onnx").unlink())  # the next load fails
+    assert "cannot load" in error
 
 
 def test_a_worker_that_keeps_dying_ends_the_server(exported, tmp_path):
-    server = ServerProcess(exported(PRESET), log_dir=tmp_path).wait_ready()
-    try:
+    def die_until_the_last(server):
         for i in range(MAX_RESTARTS):
             os.kill(worker_pid(server), signal.SIGKILL)
             wait_serving(server)
             assert metric(server.base_url, "genai_qwen3vl_worker_restarts_total") == i + 1
-        os.kill(worker_pid(server), signal.SIGKILL)  # one death too many
-        code = server.proc.wait(60)
-    finally:
-        server.terminate()
-    log = server.log_path.read_text()
-    errors = [line for line in log.splitlines() if line.startswith("error:")]
-    assert code == 2, log
-    assert len(errors) == 1 and f"{MAX_RESTARTS + 1} times" in errors[0], log
+
+    error = last_kill_ends_the_server(exported(PRESET), tmp_path, die_until_the_last)  # then one death too many
+    assert f"{MAX_RESTARTS + 1} times" in error
+
+
+def test_a_worker_that_cannot_be_started_again_ends_the_server(exported, tmp_path):
+    """Starting the new worker fails with OSError (here: no file descriptor left, as after an
+    out-of-memory kill the process table or memory may be): one line and exit 2, not a traceback
+    on the reader thread and 503 forever."""
+
+    def no_descriptor_left(server):
+        fds = {int(fd) for fd in os.listdir(f"/proc/{server.proc.pid}/fd")}
+        lowest_free = min(set(range(len(fds) + 1)) - fds)
+        hard = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)[1]
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+
+    error = last_kill_ends_the_server(exported(PRESET), tmp_path, no_descriptor_left)
+    assert "a new one cannot be started" in error
+
+
+def test_a_worker_that_hangs_while_loading_ends_the_server(exported, tmp_path):
+    """A new worker whose load never finishes (model.onnx a FIFO nobody writes: og's open blocks)
+    is killed after the load timeout and the server ends, instead of 503 forever."""
+    model = linked_model(exported(PRESET), tmp_path)
+
+    def a_file_that_never_reads(server):
+        (model / "model.onnx").unlink()
+        os.mkfifo(model / "model.onnx")
+
+    error = last_kill_ends_the_server(model, tmp_path, a_file_that_never_reads, env={"GENAI_QWEN3VL_WORKER_LOAD_TIMEOUT": "3"})
+    assert "did not load the model within 3 s" in error

@@ -303,6 +303,9 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
         except ValueError as exc:
             fail(f"{message}, and a new one cannot load the model: {exc}")
             return
+        except Exception as exc:  # noqa: BLE001 - on this reader thread nothing else sees it (OSError from Pipe/spawn after an OOM kill): end the server, not 503 forever
+            fail(f"{message}, and a new one cannot be started: {type(exc).__name__}: {exc}")
+            return
         metrics.worker_restarts.inc()
         state["restarting"] = False
         log.info("the generation worker is serving again")

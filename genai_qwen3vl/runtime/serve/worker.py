@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -29,6 +30,22 @@ from typing import Callable
 
 log = logging.getLogger("genai_qwen3vl.serve")
 _job_ids = itertools.count(1)  # unique across workers: a job of a dead worker never names a job of its successor
+LOAD_TIMEOUT_ENV = "GENAI_QWEN3VL_WORKER_LOAD_TIMEOUT"
+# How long a worker may take to load the model (seconds; the environment variable above overrides it):
+# generous, since a large checkpoint on a slow disk loads in minutes, but bounded, since a worker that
+# hangs while loading (a stuck mount, a file that never reads) would otherwise mean 503 forever.
+DEFAULT_LOAD_TIMEOUT = 900.0
+
+
+def load_timeout() -> float:
+    value = os.environ.get(LOAD_TIMEOUT_ENV, "")
+    try:
+        seconds = float(value) if value else DEFAULT_LOAD_TIMEOUT
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{LOAD_TIMEOUT_ENV}={value!r} is not a number of seconds > 0; unset it for {DEFAULT_LOAD_TIMEOUT:g} s")
+    return seconds
 
 
 def worker_main(model_dir: str, conn) -> None:
@@ -109,11 +126,18 @@ class Worker:
         self.closing = False
         self.dead = False  # the reader saw the pipe close: no job is started here any more
 
-    def wait_ready(self) -> None:
-        """Blocks until og has loaded the model; ValueError with og's message if it cannot."""
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Blocks until og has loaded the model; ValueError with og's message if it cannot, or if
+        it has not within ``timeout`` seconds (``load_timeout()``; the worker is killed then)."""
+        timeout = load_timeout() if timeout is None else timeout
         try:
+            if not self.conn.poll(timeout):
+                self.process.kill()
+                self.process.join()
+                raise ValueError(f"the generation worker did not load the model within {timeout:g} s ({LOAD_TIMEOUT_ENV} sets this)")
             message = self.conn.recv()
-        except EOFError:
+        except (EOFError, OSError):
+            self.process.join(5)
             raise ValueError(f"the generation worker exited (code {self.process.exitcode}) while loading the model") from None
         if message[0] == "fatal":
             raise ValueError(f"onnxruntime-genai cannot load it: {message[1]}")
