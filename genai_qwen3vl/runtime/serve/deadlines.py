@@ -12,8 +12,9 @@ more: a connection whose request headers are not complete ``header_timeout`` sec
 read in full ``timeout`` seconds after the headers is answered 408 and the connection closed.
 
 uvicorn's protocol class is the one upstream internal here: ``H11Protocol`` and its ``conn``
-(h11's ``Connection``, whose ``their_state`` is h11's public API), ``transport``, ``loop`` and
-``on_response_complete``; tests/serve/test_hostile.py drives them with raw sockets.
+(h11's ``Connection``, whose ``their_state`` is h11's public API), ``transport``, ``loop``,
+``logger`` and ``on_response_complete``; tests/serve/test_hostile.py drives them with raw sockets,
+and this module refuses to import (one line naming it) if an installed uvicorn lacks one of them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,27 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import APIError
+
+# What this module uses of uvicorn's internals, written against uvicorn 0.55.0 (constraints.txt):
+# methods it overrides or calls, and attributes uvicorn's H11Protocol.__init__ sets.
+WRITTEN_AGAINST = "uvicorn 0.55.0"
+USES_METHODS = ("connection_made", "data_received", "on_response_complete", "connection_lost")
+USES_ATTRIBUTES = ("conn", "loop", "transport", "logger")
+
+
+def uvicorn_internals_missing(protocol: type = H11Protocol) -> list[str]:
+    """The names this module relies on that ``protocol`` (uvicorn's H11Protocol) no longer has."""
+    missing = [name for name in USES_METHODS if not callable(getattr(protocol, name, None))]
+    if not missing:  # instance attributes: the names uvicorn's __init__ sets (self.conn = ..., self.transport = None)
+        missing = [name for name in USES_ATTRIBUTES if name not in protocol.__init__.__code__.co_names]
+    return missing
+
+
+if uvicorn_internals_missing():
+    raise RuntimeError(
+        f"{__file__}: the installed uvicorn's H11Protocol lacks {', '.join(uvicorn_internals_missing())}, which this module "
+        f"(written against {WRITTEN_AGAINST}) uses; install the version in constraints.txt"
+    )
 
 
 class HeaderDeadline(H11Protocol):

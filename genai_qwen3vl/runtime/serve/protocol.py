@@ -78,6 +78,38 @@ def strict_json(data: bytes | str) -> Any:
         raise
 
 
+# strict_json reads jiter's error wording, written against pydantic-core 2.50.5 (constraints.txt):
+# each probe must still fail with a message that contains its needle.
+JITER_WORDING = "pydantic-core 2.50.5"
+JITER_PROBES = (
+    (b"[" * 300 + b"]" * 300, "recursion limit"),
+    (b"1" * 4301, "out of range"),
+    (b'"\\ud800x"', "hex escape"),
+    (b"NaN", "expected value"),
+    (b"-Infinity", "invalid number"),
+)
+
+
+def jiter_wording_changed() -> list[str]:
+    """The needles strict_json looks for that pydantic-core's parser no longer writes."""
+    changed = []
+    for data, needle in JITER_PROBES:
+        try:
+            from_json(data, allow_inf_nan=False)
+            changed.append(needle)
+        except ValueError as exc:
+            if needle not in str(exc):
+                changed.append(needle)
+    return changed
+
+
+if jiter_wording_changed():
+    raise RuntimeError(
+        f"{__file__}: the installed pydantic-core's JSON errors no longer say {', '.join(map(repr, jiter_wording_changed()))}, "
+        f"which strict_json (written against {JITER_WORDING}) reads; install the version in constraints.txt"
+    )
+
+
 def _number(body: dict, key: str, kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
     """A finite number (an integer for ``kind`` int, at most ``MAX_INT`` then) in the range given."""
     value = body.get(key)
