@@ -316,8 +316,9 @@ MOE_PRESETS: dict[str, TinyPreset] = {
                    (_PATCHES * 6, _PATCHES * 40), extra_vocab=21, moe=_moe(8, 2, 40, mlp_only=(2,)), **_CLIP),
         # 6 experts top-3 of 32 on every second layer (decoder_sparse_step 2), layer 5 dense all the
         # same (mlp_only_layers): experts on layers 1 and 3, so DeepStack (K=3) feeds dense and expert
-        # layers; tied embeddings; written as Qwen's hub checkpoints are, expert tensors transposed
-        TinyPreset("moe_hub", _text(96, 4, 2, 24, 80, 6, (4, 4, 4), True), _vision(32, 2, 64, 5, (1, 3, 4), 36),
+        # layers; tied embeddings; written as Qwen's hub checkpoints are, expert tensors transposed;
+        # hidden 128 (heads*head_dim 96): onnxruntime's CUDA 4-bit QMoE needs a multiple of 64
+        TinyPreset("moe_hub", _text(128, 4, 2, 24, 80, 6, (4, 4, 4), True), _vision(32, 2, 64, 5, (1, 3, 4), 36),
                    (_PATCHES * 4, _PATCHES * 30), hub_layout=True, gains=(4.0, 0.5),
                    moe=_moe(6, 3, 32, sparse_step=2, mlp_only=(5,)), router_gain=2.0),
     )
