@@ -10,6 +10,7 @@ multiprocessing, so that it never re-runs the caller's ``__main__``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
@@ -18,9 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import Qwen3VLExportError
 from ..logs import configure_logging
@@ -42,6 +44,27 @@ def _ignore_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it forks
 
 
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """SIGINT held back while the block runs, then handled as it would have been. Held twice: in
+    this thread's signal mask, which a process forked in the block inherits until it sets its own
+    disposition; and by a handler that only records it, since another thread of this process may
+    take the signal, and Python then runs the handler in the main thread wherever it is (inside
+    Popen, after the fork, before the Popen object exists to be killed)."""
+    seen: list[int] = []
+    main = threading.current_thread() is threading.main_thread()  # only there do handlers run, or can be set
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum)) if main else None
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # one held back by the mask is recorded now
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        if seen:
+            signal.raise_signal(signal.SIGINT)  # to the handler the block found (KeyboardInterrupt, as a rule)
+
+
 def run_stage(isolate: bool, fn: Callable, *args) -> None:
     """Run ``fn(*args)`` here, or, with ``isolate``, in a fresh interpreter."""
     if not isolate:
@@ -57,11 +80,8 @@ def run_stage(isolate: bool, fn: Callable, *args) -> None:
         # a Ctrl-C then cannot leave a started stage process behind with nobody to kill it.
         proc = None
         try:
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
+            with sigint_held():  # a Ctrl-C held back is raised at its end, with proc set
                 proc = subprocess.Popen([sys.executable, "-m", __name__, str(payload)], preexec_fn=_ignore_sigint)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C held back is raised now
             proc.wait()
         except BaseException:
             if proc is not None:

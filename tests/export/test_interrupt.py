@@ -139,3 +139,23 @@ def test_ctrl_c_while_the_replaced_folder_is_removed_keeps_the_new_export(checkp
     assert rc == 130 and err.strip().splitlines()[-1] == "interrupted: nothing was written to the output folder", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out2"], "a staging folder is left"
     assert [p.name for p in out.iterdir()] == ["old.txt"] and (out / "old.txt").read_text() == "the old export"
+
+
+def test_a_ctrl_c_another_thread_takes_while_a_stage_process_starts_waits_for_it():
+    """While a stage process is forked, a SIGINT that another thread of the exporter takes (the
+    main thread's mask does not hold it back there) is held until the Popen object exists: not
+    raised inside the block, raised at its end, to the handler in place before."""
+    from genai_qwen3vl.export.stage_process import sigint_held
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_held():
+            # a Ctrl-C to the process, which the kernel gives to the one thread not blocking it
+            sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT))
+            sender.start()
+            sender.join()
+            for _ in range(200):  # Python runs the handler in this thread meanwhile
+                time.sleep(0.001)
+            reached = True
+    assert reached, "the Ctrl-C was raised inside the block"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
