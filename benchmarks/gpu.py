@@ -69,7 +69,7 @@ def _prompts(model_dir: Path) -> dict[str, str]:
 def measure_og(model_dir: str, repeats: int, steps: int) -> dict:
     import onnxruntime_genai as og
 
-    from benchmarks.run import _median_time
+    from benchmarks.run import _median_time, og_greedy_start
     from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
     from genai_qwen3vl.testing.media import make_picture
 
@@ -82,13 +82,7 @@ def measure_og(model_dir: str, repeats: int, steps: int) -> dict:
     picture = make_picture(*IMAGE, 2)
 
     def start(prompt, images, new_tokens):
-        inputs = processor(prompt, images=images)
-        n = int(inputs["input_ids"].shape()[-1])
-        params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=n + new_tokens, min_length=n + new_tokens)
-        generator = og.Generator(model, params)
-        generator.set_inputs(inputs)
-        return generator, n
+        return og_greedy_start(model, processor, prompt, images, new_tokens)
 
     out: dict = {"load_s": load_s}
     for kind, images in (("text", []), ("image", [picture])):

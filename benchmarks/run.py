@@ -157,17 +157,21 @@ def _og_generator(model_dir: Path, prompt: str, images, max_new: int):
 
     model = og.Model(str(model_dir))
     processor = Qwen3VLProcessor(model_dir)
+    return partial(og_greedy_start, model, processor, prompt, images, max_new)
 
-    def start():
-        inputs = processor(prompt, images=images)
-        n = int(inputs["input_ids"].shape()[-1])
-        params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=n + max_new, min_length=n + max_new)
-        generator = og.Generator(model, params)
-        generator.set_inputs(inputs)
-        return generator, n
 
-    return start
+def og_greedy_start(model, processor, prompt: str, images, max_new: int):
+    """A greedy og.Generator over ``prompt`` with its inputs set, which makes exactly ``max_new``
+    tokens; returns it and the prompt's length."""
+    import onnxruntime_genai as og
+
+    inputs = processor(prompt, images=images)
+    n = int(inputs["input_ids"].shape()[-1])
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=n + max_new, min_length=n + max_new)
+    generator = og.Generator(model, params)
+    generator.set_inputs(inputs)
+    return generator, n
 
 
 def measure_og(kind: str, model_dir: str, repeats: int, prompt_tokens: int = PREFILL_PROMPT_TOKENS) -> dict:
