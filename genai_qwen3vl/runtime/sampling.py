@@ -37,13 +37,15 @@ class Bound:
         return value
 
 
+INT32_MAX = 2**31 - 1  # og's integer search options are 32-bit
+
 # temperature 0 means greedy; top_k -1 or 0 means no top-k cut; seed is og's random_seed
 BOUNDS = {
     "temperature": Bound(float, 0.0, 2.0),
     "top_p": Bound(float, 0.0, 1.0, low_open=True),
-    "top_k": Bound(int, -1, 2**31 - 1),
+    "top_k": Bound(int, -1, INT32_MAX),
     "repetition_penalty": Bound(float, 0.0, 1e6, low_open=True),
-    "seed": Bound(int, 0, 2**31 - 1),
+    "seed": Bound(int, 0, INT32_MAX),
 }
 
 

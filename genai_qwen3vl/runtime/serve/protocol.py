@@ -20,13 +20,11 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from ..sampling import BOUNDS
-from ..sampling import check as check_sampling
+from ..sampling import BOUNDS, INT32_MAX, Bound
 from .errors import APIError, bad_request, quote, unsupported
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_STOP = 16
-MAX_INT = 2**31 - 1  # og's search options are 32-bit integers
 
 
 @dataclasses.dataclass
@@ -110,34 +108,29 @@ if jiter_wording_changed():
     )
 
 
-def _number(body: dict, key: str, kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
-    """A finite number (an integer for ``kind`` int, at most ``MAX_INT`` then) in the range given."""
+def _number(body: dict, key: str, bound: Bound):
+    """A finite number (an integer for an int ``bound``, 32-bit then) within ``bound``; client
+    input in the errors is quoted, never echoed whole."""
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, float) and not math.isfinite(value):  # 1e400 parses as inf
         raise bad_request(f"'{key}' must be a finite number, got {quote(value)}", key)
-    if kind is int and isinstance(value, float) and value.is_integer():
+    if bound.kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
-        raise bad_request(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {quote(value)}", key)
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise bad_request(f"'{key}' must be between {-MAX_INT} and {MAX_INT}, got {quote(value)}", key)
-    value = kind(value)
-    if low is not None and (value <= low if low_open else value < low):
-        raise bad_request(f"'{key}' must be {'>' if low_open else '>='} {low}, got {value}", key)
-    if high is not None and value > high:
-        raise bad_request(f"'{key}' must be <= {high}, got {value}", key)
-    return value
+    if isinstance(value, bool) or not isinstance(value, int if bound.kind is int else (int, float)):
+        raise bad_request(f"'{key}' must be {'an integer' if bound.kind is int else 'a number'}, got {quote(value)}", key)
+    if isinstance(value, int) and abs(value) > INT32_MAX:
+        raise bad_request(f"'{key}' must be between {-INT32_MAX} and {INT32_MAX}, got {quote(value)}", key)
+    try:
+        return bound.check(key, value)
+    except ValueError as exc:
+        raise bad_request(str(exc), key) from None
 
 
 def _sampled(body: dict, key: str):
     """A sampling field, in the ranges every entry point shares (runtime/sampling.py)."""
-    value = _number(body, key, BOUNDS[key].kind)
-    try:
-        return None if value is None else check_sampling(key, value)
-    except ValueError as exc:
-        raise bad_request(str(exc), key) from None
+    return _number(body, key, BOUNDS[key])
 
 
 def _url(part: dict, kind: str, where: str) -> str:
@@ -275,12 +268,12 @@ def parse_chat_request(body: Any) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("'model' must be a string", "model")
-    if _number(body, "n", int, 1) not in (None, 1):
+    if _number(body, "n", Bound(int, 1)) not in (None, 1):
         raise unsupported("n", "one choice per request (onnxruntime-genai 0.18 runs one sequence per generator); send n requests instead")
     if body.get("logprobs") or body.get("top_logprobs"):
         raise unsupported("logprobs", "the server returns no log probabilities")
     for key in ("presence_penalty", "frequency_penalty"):
-        if _number(body, key, float) not in (None, 0.0):
+        if _number(body, key, Bound(float)) not in (None, 0.0):
             raise unsupported(key, "onnxruntime-genai 0.18 has no such penalty; use 'repetition_penalty'")
     if body.get("logit_bias"):
         raise unsupported("logit_bias", "onnxruntime-genai 0.18 cannot bias single tokens")
@@ -291,8 +284,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise bad_request("give 'max_completion_tokens' or 'max_tokens', not both", "max_tokens")
     max_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     sampling = Sampling(
-        max_tokens=_number(body, max_key, int, 1),
-        min_tokens=_number(body, "min_tokens", int, 0),
+        max_tokens=_number(body, max_key, Bound(int, 1)),
+        min_tokens=_number(body, "min_tokens", Bound(int, 0)),
         temperature=_sampled(body, "temperature"),
         top_p=_sampled(body, "top_p"),
         top_k=_sampled(body, "top_k"),
