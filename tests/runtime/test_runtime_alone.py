@@ -135,7 +135,7 @@ from genai_qwen3vl.runtime.serve.protocol import parse_chat_request
 create_app(ServeOptions(model_dir=Path(sys.argv[2])))
 engine = Engine(Path(sys.argv[2]), None, None, None)  # starts the og worker process (the blocker is not in it)
 request = parse_chat_request({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "min_tokens": 2})
-prepared = engine.prepare(request, MediaPolicy(None, 10**8), 1, 1)
+prepared = engine.prepare(request, engine.check(request, 1, 1), MediaPolicy(None, 10**8))
 messages, done = [], threading.Event()
 engine.worker.start(prepared.arrays, prepared.search, lambda kind, payload: (messages.append(kind), kind == "done" and done.set()))
 assert done.wait(60) and messages == ["token", "token", "done"], messages

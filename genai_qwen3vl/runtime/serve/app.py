@@ -418,14 +418,14 @@ def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
             raise APIError(404, f"the model {quote(chat.model)} does not exist; this server serves '{options.name}' (GET /v1/models)",
                            param="model", code="model_not_found")
         eng = engine()
-        eng.check(chat, options.limit_images, options.limit_videos)  # the free 400s, before the queue
+        processor = eng.check(chat, options.limit_images, options.limit_videos)  # the free 400s, before the queue
         slots = state["slots"]
         await slots.acquire(max(deadline - time.monotonic(), 0.001))  # admitted (or 429/408) before any decoding
         work = budget.Budget(deadline)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, work.cancel.set))
         try:
             prepared = await _in_daemon_thread(
-                work.cancel.set, eng.prepare, chat, media, options.limit_images, options.limit_videos, options.max_request_pixels, work
+                work.cancel.set, eng.prepare, chat, processor, media, options.max_request_pixels, work
             )
             try:
                 job = Job(engine(), prepared, slots, metrics)

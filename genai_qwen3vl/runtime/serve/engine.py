@@ -143,18 +143,17 @@ class Engine:
     def prepare(
         self,
         request: ChatRequest,
+        processor: Qwen3VLProcessor,
         media: MediaPolicy,
-        limit_images: int,
-        limit_videos: int,
         max_request_pixels: int | None = None,
         work: budget.Budget | None = None,
     ) -> Prepared:
-        """Template, media, preprocessing, length checks; the server runs it once the request
-        holds a generation slot (so --max-concurrency bounds this work and its memory), within
-        ``work``: --timeout and the client going away stop it (APIError 408 / 499) between
-        template lines, images and video frames. The media's decoded size is checked against
-        ``max_request_pixels`` (--max-request-pixels) from the headers before a pixel is decoded."""
-        processor = self.check(request, limit_images, limit_videos)
+        """Template, media, preprocessing, length checks with ``processor`` (what ``check`` gave
+        for the request); the server runs it once the request holds a generation slot (so
+        --max-concurrency bounds this work and its memory), within ``work``: --timeout and the
+        client going away stop it (APIError 408 / 499) between template lines, images and video
+        frames. The media's decoded size is checked against ``max_request_pixels``
+        (--max-request-pixels) from the headers before a pixel is decoded."""
         with (work or budget.Budget(float("inf"))).active():
             try:
                 return self._prepare(request, processor, media, max_request_pixels)
