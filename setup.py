@@ -10,6 +10,11 @@ RUNTIME = [
     "pillow>=10",
     "tokenizers>=0.21",
     "jinja2>=3.1",  # chat templates in Qwen3VLProcessor.apply_chat_template
+    # structured output (runtime/constraints.py): og's guidance is llguidance compiled into its wheel;
+    # the same library's Python package checks a schema or grammar before it reaches og, and
+    # jsonschema checks a schema against its metaschema
+    "llguidance>=1.2,<2",
+    "jsonschema>=4.18",
 ]
 # what exports a checkpoint (genai_qwen3vl.export); og's builder, which writes the decoder, needs torch and transformers too
 EXPORT = [
@@ -36,6 +41,7 @@ SERVE = [
     "uvicorn>=0.30",
     "h11>=0.14",  # runtime/serve/deadlines.py: uvicorn's h11 protocol with a header deadline
     "pydantic-core>=2.14",  # runtime/serve/protocol.py: strict JSON (no NaN/Infinity, bounded depth)
+    "pydantic>=2.7",  # runtime/serve/protocol.py: the request and response models (the OpenAPI schema)
     "prometheus-client>=0.20",
     "av>=12",
 ]
@@ -43,8 +49,7 @@ SERVE = [
 setup(
     name="genai-qwen3vl",
     version="0.2.0",
-    description="Export Hugging Face Qwen3-VL checkpoints for stock onnxruntime-genai, DeepStack included, "
-    "checked against transformers",
+    description="Export Hugging Face Qwen3-VL checkpoints for stock onnxruntime-genai, DeepStack included, checked against transformers",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -61,13 +66,25 @@ setup(
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.31"],
         "serve": SERVE,
         # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
-        "test": VERIFY + SERVE + ["pytest>=8", "hypothesis>=6", "ruff>=0.6", "openai>=1.50", "httpx>=0.27", "playwright>=1.45"],
+        "test": VERIFY
+        + SERVE
+        + [
+            "pytest>=8",
+            "hypothesis>=6",
+            "ruff>=0.6",
+            "openai>=1.50",
+            "httpx>=0.27",
+            "playwright>=1.45",
+            # the tier contracts (.importlinter) and the API fuzzer over the server's OpenAPI schema
+            "import-linter>=2.1",
+            "schemathesis>=4.0",
+        ],
         # benchmarks/run.py --llama-cpp: llama.cpp's converter reads tokenizers through sentencepiece first
         "bench": ["matplotlib>=3.8", "sentencepiece>=0.2"],
     },
     entry_points={
         "console_scripts": [
-            "genai-qwen3vl=genai_qwen3vl.cli:main",
+            "genai-qwen3vl=genai_qwen3vl.cli:console_main",
             "genai-qwen3vl-builder=genai_qwen3vl.cli:builder_console",
         ]
     },

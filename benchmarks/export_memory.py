@@ -7,8 +7,8 @@ The export runs as a child process (its stages may spawn their own). A sampler r
 /proc/<pid>/status of the whole process tree every 0.1 s and keeps the peak of the summed
 VmRSS (resident set: includes pages of memory-mapped checkpoint files, which the kernel can
 drop at will) and of the summed RssAnon (memory the export really holds), overall and per
-export stage. The goal (issue 4): peak RSS at most 1.5x the checkpoint's size on disk. For the
-mixture-of-experts shape (issue 11), several depths show that the decoder stage's peak does not
+export stage. The goal: peak RSS at most 1.5x the checkpoint's size on disk. For the
+mixture-of-experts shape, several depths show that the decoder stage's peak does not
 grow with the number of layers (the experts stream).
 """
 

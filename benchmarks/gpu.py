@@ -56,12 +56,12 @@ def _gpu_memory_gb() -> float | None:
 
 
 def _prompts(model_dir: Path) -> dict[str, str]:
-    from benchmarks.run import _chat_prompt, _long_text
+    from benchmarks.measures import chat_prompt, long_text
 
     return {
-        "decode": _chat_prompt(model_dir, False, _long_text(model_dir, DECODE_PROMPT_TOKENS)),
-        "text": _chat_prompt(model_dir, False, _long_text(model_dir, TEXT_PROMPT_TOKENS)),
-        "image": _chat_prompt(model_dir, True, IMAGE_TEXT),
+        "decode": chat_prompt(model_dir, False, long_text(model_dir, DECODE_PROMPT_TOKENS)),
+        "text": chat_prompt(model_dir, False, long_text(model_dir, TEXT_PROMPT_TOKENS)),
+        "image": chat_prompt(model_dir, True, IMAGE_TEXT),
     }
 
 
@@ -69,7 +69,7 @@ def _prompts(model_dir: Path) -> dict[str, str]:
 def measure_og(model_dir: str, repeats: int, steps: int) -> dict:
     import onnxruntime_genai as og
 
-    from benchmarks.run import _median_time, og_greedy_start
+    from benchmarks.measures import median_time, og_greedy_stream
     from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
     from genai_qwen3vl.testing.media import make_picture
 
@@ -82,29 +82,27 @@ def measure_og(model_dir: str, repeats: int, steps: int) -> dict:
     picture = make_picture(*IMAGE, 2)
 
     def start(prompt, images, new_tokens):
-        return og_greedy_start(model, processor, prompt, images, new_tokens)
+        return og_greedy_stream(model, processor, prompt, images, new_tokens)
 
     out: dict = {"load_s": load_s}
     for kind, images in (("text", []), ("image", [picture])):
         state = {}
 
         def first(prompt=prompts[kind], images=images, state=state):
-            generator, state["n"] = start(prompt, images, 1)
-            generator.generate_next_token()
+            stream, state["n"] = start(prompt, images, 1)
+            next(stream)
 
-        out[f"ttft_{kind}_ms"] = _median_time(first, repeats) * 1000
+        out[f"ttft_{kind}_ms"] = median_time(first, repeats) * 1000
         out[f"ttft_{kind}_prompt_tokens"] = state["n"]
     rates = []
     for _ in range(repeats + 1):  # the first is the warm-up
-        generator, n = start(prompts["decode"], [], steps + 1)
-        generator.generate_next_token()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            generator.generate_next_token()
-        rates.append(steps / (time.perf_counter() - t0))
+        stream, n = start(prompts["decode"], [], steps + 1)
+        for _ in stream:  # the first token, then `steps` timed from it to the last
+            pass
+        rates.append(steps / stream.decode_s)
     out["decode_tokens_per_s"] = statistics.median(rates[1:])
     out["decode_prompt_tokens"] = n
-    out["tokens"] = [int(t) for t in generator.get_sequence(0)[n : n + SAME_TOKENS]]
+    out["tokens"] = stream.tokens[:SAME_TOKENS]
     out["gpu_memory_gb"] = _gpu_memory_gb()
     return out
 
@@ -114,13 +112,13 @@ def measure_hf(model_dir: str, checkpoint: str, repeats: int, steps: int, dtype:
     from PIL import Image
     from transformers import AutoImageProcessor, AutoProcessor
 
-    from benchmarks.run import _median_time
+    from benchmarks.measures import median_time
     from genai_qwen3vl.model.spec import Qwen3VLSpec
     from genai_qwen3vl.testing.media import make_picture
 
     model_dir = Path(model_dir)
     torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
-    arch = Qwen3VLSpec.from_checkpoint(checkpoint).arch
+    arch = Qwen3VLSpec.from_checkpoint(checkpoint).architecture
     t0 = time.perf_counter()
     model = arch.transformers_class(arch.hf_class).from_pretrained(checkpoint, dtype=torch_dtype).to(device).eval()
     load_s = time.perf_counter() - t0
@@ -149,13 +147,13 @@ def measure_hf(model_dir: str, checkpoint: str, repeats: int, steps: int, dtype:
             state["n"] = int(enc["input_ids"].shape[1])
             generate(enc, 1)
 
-        out[f"ttft_{kind}_ms"] = _median_time(first, repeats) * 1000
+        out[f"ttft_{kind}_ms"] = median_time(first, repeats) * 1000
         out[f"ttft_{kind}_prompt_tokens"] = state["n"]
     enc = encode(prompts["decode"], [])
     n = int(enc["input_ids"].shape[1])
     # decode rate: (time of steps + 1 new tokens - time of 1 new token), medians after a warm-up
-    t1 = _median_time(lambda: generate(enc, 1), repeats)
-    tn = _median_time(lambda: generate(enc, steps + 1), repeats)
+    t1 = median_time(lambda: generate(enc, 1), repeats)
+    tn = median_time(lambda: generate(enc, steps + 1), repeats)
     seq = generate(enc, SAME_TOKENS)
     out["decode_tokens_per_s"] = steps / (tn - t1)
     out["decode_prompt_tokens"] = n
@@ -190,6 +188,7 @@ def _paths(workdir: Path, layers: int, vision_layers: int, tiny: str | None = No
 
 def prepare(workdir: Path, layers: int, vision_layers: int, precisions: list[str], ep: str = "cuda", tiny: str | None = None) -> dict:
     from benchmarks.models import cached_checkpoint
+    from genai_qwen3vl.model.folder import is_exported_folder
 
     preset, _, exports = _paths(workdir, layers, vision_layers, tiny)
     t0 = time.perf_counter()
@@ -198,7 +197,7 @@ def prepare(workdir: Path, layers: int, vision_layers: int, precisions: list[str
     print(f"checkpoint {ckpt.name}: {info['checkpoint_s']} s", flush=True)
     for precision in precisions:
         out = exports[precision]
-        if (out / "genai_config.json").is_file():
+        if is_exported_folder(out):
             continue
         t0 = time.perf_counter()
         cmd = [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(ckpt), "-o", str(out), "-p", precision, "-e", ep]
@@ -223,6 +222,8 @@ def measure(
     ep: str = "cuda",
     tiny: str | None = None,
 ) -> dict:
+    from genai_qwen3vl.model.folder import is_exported_folder
+
     preset, ckpt, exports = _paths(workdir, layers, vision_layers, tiny)
     results: dict = {
         "config": {
@@ -240,10 +241,10 @@ def measure(
         results["prepare"] = json.loads(prep.read_text())
     engines = {}
     for precision in precisions:
-        if (exports[precision] / "genai_config.json").is_file():
+        if is_exported_folder(exports[precision]):
             engines[f"og_{precision}"] = child("og", str(exports[precision]), repeats, steps)
             print(f"og {precision}: {json.dumps(engines[f'og_{precision}'])}", flush=True)
-    model_dir = next(exports[p] for p in precisions if (exports[p] / "genai_config.json").is_file())
+    model_dir = next(exports[p] for p in precisions if is_exported_folder(exports[p]))
     hf_name = f"hf_{hf_dtype}"
     engines[hf_name] = child("hf", str(model_dir), str(ckpt), repeats, steps, hf_dtype, "cuda" if ep == "cuda" else "cpu")
     print(f"{hf_name}: {json.dumps(engines[hf_name])}", flush=True)

@@ -130,8 +130,9 @@ class LlamaCpp:
         if root.name == "bin":
             root = root.parent.parent if root.parent.name == "build" else root.parent
         tree = cls(root, threads)
-        missing = [str(p) for p in [root / "convert_hf_to_gguf.py", root / "gguf-py" / "gguf"] + [tree.tool(t) for t in TOOLS]
-                   if not p.exists()]
+        missing = [
+            str(p) for p in [root / "convert_hf_to_gguf.py", root / "gguf-py" / "gguf"] + [tree.tool(t) for t in TOOLS] if not p.exists()
+        ]
         if importlib.util.find_spec("sentencepiece") is None:
             missing.append("the sentencepiece package")
         if missing:
@@ -161,8 +162,10 @@ class LlamaCpp:
         PROJECTORS, made once into ``folder`` (files already there are kept):
         {"text": {format: path}, "mmproj": {format: path}}."""
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"text": {f: folder / f"text-{f}.gguf" for f in TEXT_FORMATS},
-                 "mmproj": {f: folder / f"mmproj-{f}.gguf" for f in PROJECTORS}}
+        files = {
+            "text": {f: folder / f"text-{f}.gguf" for f in TEXT_FORMATS},
+            "mmproj": {f: folder / f"mmproj-{f}.gguf" for f in PROJECTORS},
+        }
         for fmt, path in files["text"].items():  # f32 first: the others are quantized from it
             if fmt == "f32":
                 _made(path, lambda part, fmt=fmt: self.convert(checkpoint, part, fmt))
@@ -197,15 +200,41 @@ class LlamaCpp:
           to the first token, less reading and resizing the PNG (a few ms);
         * ``prompt_tokens``, ``image_tokens``; ``peak_gb``, the process's VmHWM (text model,
           projector and the encode's buffers)."""
-        out = run_tool([self.tool("llama-mtmd-cli"), "-m", model, "--mmproj", projector, "--image", image, "-p", text,
-                        "-n", 1, "-t", self.threads, "-c", MTMD_CONTEXT, "--temp", 0, "-lv", 4])
+        out = run_tool(
+            [
+                self.tool("llama-mtmd-cli"),
+                "-m",
+                model,
+                "--mmproj",
+                projector,
+                "--image",
+                image,
+                "-p",
+                text,
+                "-n",
+                1,
+                "-t",
+                self.threads,
+                "-c",
+                MTMD_CONTEXT,
+                "--temp",
+                0,
+                "-lv",
+                4,
+            ]
+        )
         log = out.stderr
         encode = re.search(r"mtmd batch encoding done in (\d+) ms", log)
         prompt = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", log)
         if not (encode and prompt):
             raise SystemExit(f"llama-mtmd-cli printed no encode or prompt timings:\n{log[-4000:]}")
-        return {"encode_ms": float(encode.group(1)), "ttft_ms": float(prompt.group(1)), "prompt_tokens": int(prompt.group(2)),
-                "image_tokens": sum(int(n) for n in re.findall(r"n_tokens_batch = (\d+)", log)), "peak_gb": out.peak_gb}
+        return {
+            "encode_ms": float(encode.group(1)),
+            "ttft_ms": float(prompt.group(1)),
+            "prompt_tokens": int(prompt.group(2)),
+            "image_tokens": sum(int(n) for n in re.findall(r"n_tokens_batch = (\d+)", log)),
+            "peak_gb": out.peak_gb,
+        }
 
 
 # --------------------------------------------------------------------------- weights of a GGUF file

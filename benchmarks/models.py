@@ -16,10 +16,19 @@ DEFAULT_CACHE = Path(os.environ.get("GENAI_QWEN3VL_BENCH_CACHE", Path.home() / "
 # Its weights are random; its widths, depths and file layout (bf16 shards, hub config) are real.
 QWEN3VL_2B = TinyPreset(
     "qwen3vl-2b-shape",
-    text=dict(hidden_size=2048, num_attention_heads=16, num_key_value_heads=8, head_dim=128, intermediate_size=6144,
-              num_hidden_layers=28, mrope_section=(24, 20, 20), tie_word_embeddings=True),
-    vision=dict(hidden_size=1024, num_heads=16, intermediate_size=4096, depth=24, deepstack_visual_indexes=(5, 11, 17),
-                num_position_embeddings=2304),
+    text=dict(
+        hidden_size=2048,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=6144,
+        num_hidden_layers=28,
+        mrope_section=(24, 20, 20),
+        tie_word_embeddings=True,
+    ),
+    vision=dict(
+        hidden_size=1024, num_heads=16, intermediate_size=4096, depth=24, deepstack_visual_indexes=(5, 11, 17), num_position_embeddings=2304
+    ),
     pixels=(65536, 16777216),
     hub_layout=True,
 )
@@ -44,10 +53,19 @@ def qwen3vl_2b_shape(layers: int = 28, vision_layers: int = 24) -> TinyPreset:
 # 16 heads, MLP 4304, DeepStack after 8/16/24.
 QWEN3VL_30B_A3B = TinyPreset(
     "qwen3vl-30b-a3b-shape",
-    text=dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
-              num_hidden_layers=48, mrope_section=(24, 20, 20), tie_word_embeddings=False),
-    vision=dict(hidden_size=1152, num_heads=16, intermediate_size=4304, depth=27, deepstack_visual_indexes=(8, 16, 24),
-                num_position_embeddings=2304),
+    text=dict(
+        hidden_size=2048,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        head_dim=128,
+        intermediate_size=6144,
+        num_hidden_layers=48,
+        mrope_section=(24, 20, 20),
+        tie_word_embeddings=False,
+    ),
+    vision=dict(
+        hidden_size=1152, num_heads=16, intermediate_size=4304, depth=27, deepstack_visual_indexes=(8, 16, 24), num_position_embeddings=2304
+    ),
     pixels=(65536, 16777216),
     hub_layout=True,
     moe=dict(num_experts=128, num_experts_per_tok=8, moe_intermediate_size=768, decoder_sparse_step=1, mlp_only_layers=[]),

@@ -37,10 +37,11 @@ def default_model(layers: int) -> Path:
     """A random checkpoint with Qwen3-VL-2B's widths cut to ``layers`` text layers, exported int4 (cached)."""
     from benchmarks.models import DEFAULT_CACHE, cached_checkpoint, qwen3vl_2b_shape
     from genai_qwen3vl.cli import export_main
+    from genai_qwen3vl.model.folder import is_exported_folder
 
     ckpt = cached_checkpoint(qwen3vl_2b_shape(layers, layers))  # the same checkpoint as run.py --quick
     out = DEFAULT_CACHE / f"{ckpt.name}-int4-cpu"
-    if not (out / "genai_config.json").is_file():
+    if not is_exported_folder(out):
         if export_main(["-i", str(ckpt), "-o", str(out), "-p", "int4", "-e", "cpu", "--overwrite"]) != 0:
             raise SystemExit("export failed")
     return out
@@ -49,6 +50,7 @@ def default_model(layers: int) -> Path:
 def og_direct(model_dir: Path, tokens: int, rounds: int) -> dict:
     import onnxruntime_genai as og
 
+    from genai_qwen3vl.runtime.generate import TokenStream
     from genai_qwen3vl.runtime.processor import Qwen3VLProcessor
 
     model = og.Model(str(model_dir))
@@ -58,20 +60,11 @@ def og_direct(model_dir: Path, tokens: int, rounds: int) -> dict:
     for _ in range(rounds + 1):  # the first run warms up
         start = time.perf_counter()
         inputs = processor(prompt)
-        params = og.GeneratorParams(model)
         length = int(inputs["input_ids"].shape()[-1]) + tokens
-        params.set_search_options(do_sample=False, max_length=length, min_length=length)  # exactly `tokens`, as min_tokens below
-        generator = og.Generator(model, params)
-        generator.set_inputs(inputs)
-        first, n = None, 0
-        while not generator.is_done():
-            generator.generate_next_token()
-            generator.get_next_tokens()
-            n += 1
-            first = first or time.perf_counter()
-        end = time.perf_counter()
-        runs.append({"ttft_s": first - start, "tokens": n, "decode_tokens_per_s": (n - 1) / (end - first)})
-        del generator
+        # exactly `tokens`, as min_tokens below
+        stream = TokenStream(model, inputs, {"do_sample": False, "max_length": length, "min_length": length})
+        n = len(list(stream))
+        runs.append({"ttft_s": stream.first_at - start, "tokens": n, "decode_tokens_per_s": (n - 1) / stream.decode_s})
     return _medians(runs[1:])
 
 
@@ -82,8 +75,15 @@ def _medians(runs: list[dict]) -> dict:
 def stream_once(base_url: str, tokens: int) -> dict:
     import httpx
 
-    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens, "min_tokens": tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}, "return_token_ids": True}
+    body = {
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "return_token_ids": True,
+    }
     start = time.perf_counter()
     first_byte = first_token = None
     usage = None
@@ -100,8 +100,13 @@ def stream_once(base_url: str, tokens: int) -> dict:
                 first_token = first_token or now
         end = time.perf_counter()
     n = usage["completion_tokens"]
-    return {"ttfb_s": first_byte - start, "ttft_s": first_token - start, "tokens": n,
-            "decode_tokens_per_s": (n - 1) / (end - first_token), "total_s": end - start}
+    return {
+        "ttfb_s": first_byte - start,
+        "ttft_s": first_token - start,
+        "tokens": n,
+        "decode_tokens_per_s": (n - 1) / (end - first_token),
+        "total_s": end - start,
+    }
 
 
 def _collect(outs: list, base_url: str, tokens: int) -> None:
@@ -127,8 +132,12 @@ def through_server(model_dir: Path, tokens: int, rounds: int, concurrency: list[
             for t in threads:
                 t.join()
             wall = time.perf_counter() - start
-            result[f"aggregate_c{c}"] = {"requests": len(outs), "tokens": sum(o["tokens"] for o in outs),
-                                         "wall_s": wall, "tokens_per_s": sum(o["tokens"] for o in outs) / wall}
+            result[f"aggregate_c{c}"] = {
+                "requests": len(outs),
+                "tokens": sum(o["tokens"] for o in outs),
+                "wall_s": wall,
+                "tokens_per_s": sum(o["tokens"] for o in outs) / wall,
+            }
     return result
 
 
@@ -157,14 +166,20 @@ def main() -> None:
         "ttft_overhead_ms": 1000 * (single["ttft_s"] - direct["ttft_s"]),
     }
     print(f"model {model}, {args.tokens} tokens, greedy, medians of {args.rounds}")
-    print(f"decode tokens/s: og direct {direct['decode_tokens_per_s']:.1f}, through the API (streamed) "
-          f"{single['decode_tokens_per_s']:.1f}: {results['decode_ratio_server_over_og']:.3f}x")
-    print(f"first token: og {1000 * direct['ttft_s']:.0f} ms, API {1000 * single['ttft_s']:.0f} ms "
-          f"(+{results['ttft_overhead_ms']:.0f} ms; first byte after {1000 * single['ttfb_s']:.0f} ms)")
+    print(
+        f"decode tokens/s: og direct {direct['decode_tokens_per_s']:.1f}, through the API (streamed) "
+        f"{single['decode_tokens_per_s']:.1f}: {results['decode_ratio_server_over_og']:.3f}x"
+    )
+    print(
+        f"first token: og {1000 * direct['ttft_s']:.0f} ms, API {1000 * single['ttft_s']:.0f} ms "
+        f"(+{results['ttft_overhead_ms']:.0f} ms; first byte after {1000 * single['ttfb_s']:.0f} ms)"
+    )
     for key, value in served.items():
         if key.startswith("aggregate"):
-            print(f"--max-concurrency {key[len('aggregate_c'):]}: {value['requests']} simultaneous requests, "
-                  f"{value['tokens_per_s']:.1f} tokens/s in all")
+            print(
+                f"--max-concurrency {key[len('aggregate_c') :]}: {value['requests']} simultaneous requests, "
+                f"{value['tokens_per_s']:.1f} tokens/s in all"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -2,6 +2,8 @@
 """The library calls behind the chat sample, for one video question, greedy.
 
     python examples/describe_video.py qwen3vl-2b-cpu clip.mp4 "What happens in this video?"
+
+The folder is one that builder_qwen3vl.py wrote; decoding the video needs PyAV.
 """
 
 import sys
@@ -9,6 +11,7 @@ import sys
 import onnxruntime_genai as og
 
 from genai_qwen3vl import Qwen3VLProcessor
+from genai_qwen3vl.runtime.generate import stream_tokens
 
 
 def main(model_dir: str, video: str, question: str) -> None:
@@ -18,14 +21,10 @@ def main(model_dir: str, video: str, question: str) -> None:
     prompt = processor.apply_chat_template(messages)
     inputs = processor(prompt, videos=[video])  # frames sampled, resized and timestamped as transformers does
 
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=4096)
-    generator = og.Generator(model, params)
-    generator.set_inputs(inputs)
     stream = og.Tokenizer(model).create_stream()
-    while not generator.is_done():
-        generator.generate_next_token()
-        print(stream.decode(generator.get_next_tokens()[0]), end="", flush=True)
+    # og.GeneratorParams with these search options, og.Generator.set_inputs, then one token a step
+    for token in stream_tokens(model, inputs, {"do_sample": False, "max_length": 4096}):
+        print(stream.decode(token), end="", flush=True)
     print()
 
 

@@ -1,6 +1,6 @@
 """Qwen3-VL for stock onnxruntime-genai, DeepStack included, checked against transformers.
 
-Tiers (see the README's architecture section): ``model`` (what a checkpoint is), ``export``
+Tiers (docs/design.md): ``model`` (what a checkpoint is), ``export``
 (checkpoint -> folder), ``runtime`` (runs a folder; no torch), ``verify`` (against
 transformers), ``testing`` (tiny random checkpoints).
 """

@@ -2,8 +2,8 @@
 
 import sys
 
-from .cli import PROGRAM, main
+from .cli import PROGRAM, console_main
 
 if __name__ == "__main__":
     sys.argv[0] = PROGRAM
-    sys.exit(main())
+    console_main()

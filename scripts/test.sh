@@ -5,8 +5,17 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 ruff check .
+ruff format --check .  # the formatter's layout, as `ruff format .` writes it
+lint-imports --no-cache --no-logo  # the tier contracts in .importlinter
+# the full lane, or with --fast the lane of a few minutes that still touches every tier
+# (-m "not slow": tests/conftest.py marks what is slow)
+lane=(--durations=25)
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  lane=(-m "not slow" --durations=10)
+fi
 set +e
-python -m pytest tests "$@"
+python -m pytest tests "${lane[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -1,20 +1,36 @@
 """Session fixtures: tiny random Qwen3-VL checkpoints (seeded, awkward dimensions), their exports
 through the real command line, transformers references, the scripted checkpoint and its export,
-and generated pictures; the markers;
-the record of which parity tests passed, which the guard test (run last) reads."""
+and generated pictures; the markers and the lanes they make;
+the record of which parity tests passed, which the guard test (run last) reads.
+
+Checkpoints and exports are kept on disk across runs (genai_qwen3vl/testing/cache.py: keyed by
+preset, seed, flags and a digest of the code that made them; ``GENAI_QWEN3VL_TEST_CACHE=off``
+builds them afresh in this session's temporary folder). A test must not write into a folder these
+fixtures give it: it copies the folder first (the session fails otherwise, naming the entry).
+
+Markers set here from what a test uses, so that test files need not repeat them: ``server`` (under
+tests/serve, or starts a server), ``browser`` (drives chromium), ``subprocess`` (starts a process,
+itself or through a fixture or helper) and ``slow``: a browser or another process, an export made
+in the test itself, an export of a preset or target beyond the fast lane's (``FAST_PRESETS``,
+``FAST_FLAGS``: by parameter, by a row of a module table a parameter names, or named in the code).
+``scripts/test.sh --fast`` runs ``-m "not slow"``.
+"""
 
 from __future__ import annotations
 
+import inspect
+import types
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
-from genai_qwen3vl.model.precisions import Target
+from genai_qwen3vl.model.precisions import TARGETS, Target
+from genai_qwen3vl.testing.cache import ArtifactCache
 from genai_qwen3vl.testing.media import make_picture
-from genai_qwen3vl.testing.tiny import MOE_PRESETS, PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
+from genai_qwen3vl.testing.tiny import ALL_TINY_PRESETS, MOE_PRESETS, PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
 
-# Presets every CPU parity test runs on (see genai_qwen3vl/testing/tiny.py for their dimensions).
+# Presets every CPU parity test runs on (see genai_qwen3vl/testing/presets.py for their dimensions).
 ALL_PRESETS = tuple(PRESETS)
 # Qwen3-VL-MoE presets: tests/verify/test_moe.py checks every artifact of both CPU targets on each
 MOE_PRESET_NAMES = tuple(MOE_PRESETS)
@@ -23,6 +39,17 @@ _PARITY_RESULTS: list[tuple[str, str]] = []
 # (artifact, target flags, preset) of every parity test that passed in this session
 PASSED_PARITY: set[tuple[str, tuple[str, ...], str]] = set()
 GUARD_TEST = "test_every_artifact_target_and_preset_has_a_passing_parity_test"
+
+# The fast lane's model: one preset, one target (a test parametrized with another is slow)
+FAST_PRESETS = ("awkward",)
+FAST_FLAGS = ("-p", "fp32", "-e", "cpu")
+# a test that names another precision or provider exports with it
+OTHER_FLAG_VALUES = frozenset({t.precision for t in TARGETS} | {t.provider for t in TARGETS} | {"int8"}) - set(FAST_FLAGS)
+SERVE_TESTS = Path(__file__).parent / "serve"
+# names whose use in a test, or in a fixture or tests/ helper it reaches, marks it
+PROCESS_NAMES = frozenset({"subprocess", "Popen", "ServerProcess", "run_cli"})
+BROWSER_NAMES = frozenset({"sync_playwright"})
+EXPORT_NAMES = frozenset({"export_main"})  # an export outside the cached fixtures
 
 
 @pytest.fixture
@@ -51,7 +78,10 @@ def cuda_available() -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers (params: target, preset)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "slow: not in the fast lane (scripts/test.sh --fast); set in conftest.py from what a test uses")
+    config.addinivalue_line("markers", "server: a test of the server (under tests/serve, or starts one)")
+    config.addinivalue_line("markers", "browser: drives a real browser (chromium through playwright)")
+    config.addinivalue_line("markers", "subprocess: starts another process (the command line, a server, a fresh interpreter)")
     config.addinivalue_line("markers", "cuda: needs onnxruntime's CUDA provider and a CUDA device (skipped where there is none)")
     config.addinivalue_line(
         "markers",
@@ -60,11 +90,95 @@ def pytest_configure(config):
     )
 
 
+def _code_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
+    """The global and attribute names and the string constants of ``code`` and the code inside it."""
+    names, strings = set(code.co_names), set()
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner = _code_uses(const)
+            names |= inner[0]
+            strings |= inner[1]
+        elif isinstance(const, str):
+            strings.add(const)
+    return names, strings
+
+
+def _uses(obj, seen: set[int]) -> tuple[set[str], set[str]]:
+    """``_code_uses`` of a function or class, with that of the tests/ functions and classes it names."""
+    names, strings = set(), set()
+    if id(obj) in seen:
+        return names, strings
+    seen.add(id(obj))
+    if inspect.isclass(obj):
+        members = [m for m in vars(obj).values() if inspect.isfunction(getattr(m, "__func__", m))]
+        for member in members:
+            inner = _uses(getattr(member, "__func__", member), seen)
+            names |= inner[0]
+            strings |= inner[1]
+        return names, strings
+    func = inspect.unwrap(obj)
+    if not hasattr(func, "__code__"):
+        return names, strings
+    names, strings = _code_uses(func.__code__)
+    for name in list(names):
+        target = func.__globals__.get(name)
+        if (inspect.isfunction(target) or inspect.isclass(target)) and target.__module__.split(".")[0] == "tests":
+            inner = _uses(target, seen)
+            names |= inner[0]
+            strings |= inner[1]
+    return names, strings
+
+
+def _flat(value) -> list:
+    """``value``'s items, those of its tuples and lists included (``value`` itself if not a container)."""
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in _flat(v)]
+    return [] if value is None else [value]
+
+
+def _lane_markers(item) -> list[str]:
+    """The markers ``item`` gets from what it uses (see the module docstring)."""
+    seen: set[int] = set()
+    names, strings = _uses(item.function, seen)
+    fixturedefs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for name in item.fixturenames:
+        # this module's fixtures build what the cache keeps: what they use is not the test's
+        for fixturedef in (f for f in fixturedefs.get(name, ()) if f.func.__module__ != __name__):
+            inner = _uses(fixturedef.func, seen)
+            names |= inner[0]
+            strings |= inner[1]
+    marks = []
+    if SERVE_TESTS in Path(item.path).parents or "ServerProcess" in names:
+        marks.append("server")
+    if names & BROWSER_NAMES:
+        marks.append("browser")
+    if names & PROCESS_NAMES:
+        marks.append("subprocess")
+    params = getattr(item, "callspec", None)
+    params = list(params.params.values()) if params else []
+    # a parameter that names a row of a table in the test's module (CASES[case]) stands for the row
+    tables = [v for v in vars(item.module).values() if isinstance(v, dict)] if item.module else []
+    params += [x for v in params if isinstance(v, str) for table in tables for x in _flat(table.get(v))]
+    beyond_values = (set(ALL_TINY_PRESETS) - set(FAST_PRESETS)) | OTHER_FLAG_VALUES
+    # checkpoints and tables are cheap: what costs is an export of another preset or target
+    beyond = "exported" in item.fixturenames and (
+        any(isinstance(v, Target) and v.flags != FAST_FLAGS for v in params)
+        or any(isinstance(v, str) and v in beyond_values for v in params)
+        or bool(strings & beyond_values)
+    )
+    if {"browser", "subprocess"} & set(marks) or beyond or names & EXPORT_NAMES or item.name == GUARD_TEST:
+        marks.append("slow")
+    return marks
+
+
 def pytest_collection_modifyitems(config, items):
     skip_cuda = None if cuda_available() else pytest.mark.skip(reason="needs onnxruntime's CUDA provider and a CUDA device")
     for item in items:
         if skip_cuda is not None and "cuda" in item.keywords:
             item.add_marker(skip_cuda)
+        if isinstance(item, pytest.Function):
+            for mark in _lane_markers(item):
+                item.add_marker(mark)
     # the guard reads what the other tests did: it runs last
     items.sort(key=lambda item: item.name == GUARD_TEST)
 
@@ -96,37 +210,92 @@ def pytest_runtest_makereport(item, call):
             )
 
 
+SEED = 1234  # of every preset's checkpoint
+SCRIPTED_SEED = 0
+
+
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
+def artifact_cache():
+    """The on-disk cache of checkpoints and exports (None where GENAI_QWEN3VL_TEST_CACHE=off); at
+    the end of the session, a test that wrote into a folder it lent fails the session."""
+    cache = ArtifactCache.open()
+    yield cache
+    changed = cache.changed() if cache is not None else []
+    if changed:
+        pytest.fail(f"a test wrote into cached folders {changed} (removed now): copy a fixture's folder before changing it", pytrace=False)
+
+
+def _built(cache, tmp_path_factory, kind: str, key: dict, name: str, build) -> Path:
+    """``name``, the folder ``build(folder)`` writes: from the cache, or made in this session."""
+    if cache is None:
+        folder = tmp_path_factory.mktemp(f"{kind}_{key['preset']}") / name
+        build(folder)
+        return folder
+    return cache.get(kind, key, name, build)
+
+
+def _export(checkpoint: Path, flags: tuple[str, ...]):
+    """A build function: the command line's export of ``checkpoint`` with ``flags``."""
+
+    def build(out: Path) -> None:
+        from genai_qwen3vl.cli import export_main
+
+        rc = export_main(["-i", str(checkpoint), "-o", str(out), *flags])
+        assert rc == 0, f"export of {checkpoint.name} {' '.join(flags)} failed with exit code {rc}"
+
+    return build
+
+
+def _getter(cache, make):
+    """``make(*key)``, made once per session and key; each call marks the cache entry used."""
+    made: dict = {}
+
+    def get(*key):
+        if key not in made:
+            made[key] = make(*key)
+        elif cache is not None:
+            cache.touch(made[key])
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, artifact_cache):
     """preset name -> checkpoint folder (built on first use)."""
-    cache: dict[str, Path] = {}
 
-    def get(preset: str) -> Path:
-        if preset not in cache:
-            cache[preset] = make_tiny_checkpoint(tmp_path_factory.mktemp(f"ckpt_{preset}"), preset, seed=1234)
-        return cache[preset]
+    def make(preset: str) -> Path:
+        return _built(
+            artifact_cache,
+            tmp_path_factory,
+            "checkpoint",
+            {"preset": preset, "seed": SEED},
+            f"ckpt_{preset}",
+            lambda folder: make_tiny_checkpoint(folder, preset, seed=SEED),
+        )
 
-    return get
+    return _getter(artifact_cache, make)
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, checkpoints):
+def exported(tmp_path_factory, artifact_cache, checkpoints):
     """(preset, command-line flags) -> output folder written by the command line (default -p fp32 -e cpu)."""
-    from genai_qwen3vl.cli import export_main
+    get = _getter(
+        artifact_cache,
+        lambda preset, flags: _built(
+            artifact_cache,
+            tmp_path_factory,
+            "export",
+            {"preset": preset, "seed": SEED, "flags": list(flags)},
+            "model",
+            _export(checkpoints(preset), flags),
+        ),
+    )
 
-    cache: dict[tuple, Path] = {}
+    def exported(preset: str, *flags: str) -> Path:
+        return get(preset, flags or FAST_FLAGS)
 
-    def get(preset: str, *flags: str) -> Path:
-        flags = flags or ("-p", "fp32", "-e", "cpu")
-        key = (preset, flags)
-        if key not in cache:
-            out = tmp_path_factory.mktemp(f"out_{preset}") / "model"
-            rc = export_main(["-i", str(checkpoints(preset)), "-o", str(out), *flags])
-            assert rc == 0, f"export of {preset} {' '.join(flags)} failed with exit code {rc}"
-            cache[key] = out
-        return cache[key]
-
-    return get
+    return exported
 
 
 class Scripted(NamedTuple):
@@ -135,21 +304,26 @@ class Scripted(NamedTuple):
 
 
 @pytest.fixture(scope="session")
-def scripted_checkpoint(tmp_path_factory) -> Path:
-    """The scripted checkpoint (genai_qwen3vl.testing.tiny.make_scripted_checkpoint): greedy after
+def scripted_checkpoint(tmp_path_factory, artifact_cache) -> Path:
+    """The scripted checkpoint (genai_qwen3vl.testing.scripted.make_scripted_checkpoint): greedy after
     the Thinking generation prompt it writes SCRIPTED_OUTPUT, then <|im_end|>."""
-    return make_scripted_checkpoint(tmp_path_factory.mktemp("ckpt_scripted"), seed=0)
+    return _built(
+        artifact_cache,
+        tmp_path_factory,
+        "checkpoint",
+        {"preset": "scripted", "seed": SCRIPTED_SEED},
+        "ckpt_scripted",
+        lambda folder: make_scripted_checkpoint(folder, seed=SCRIPTED_SEED),
+    )
 
 
 @pytest.fixture(scope="session")
-def scripted(tmp_path_factory, scripted_checkpoint) -> Scripted:
+def scripted(tmp_path_factory, artifact_cache, scripted_checkpoint) -> Scripted:
     """(checkpoint, exported): the scripted checkpoint and its fp32 CPU export, built once per session."""
-    from genai_qwen3vl.cli import export_main
-
-    out = tmp_path_factory.mktemp("out_scripted") / "model"
-    rc = export_main(["-i", str(scripted_checkpoint), "-o", str(out), "-p", "fp32", "-e", "cpu"])
-    assert rc == 0, f"export of the scripted checkpoint failed with exit code {rc}"
-    return Scripted(scripted_checkpoint, out)
+    key = {"preset": "scripted", "seed": SCRIPTED_SEED, "flags": list(FAST_FLAGS)}
+    return Scripted(
+        scripted_checkpoint, _built(artifact_cache, tmp_path_factory, "export", key, "model", _export(scripted_checkpoint, FAST_FLAGS))
+    )
 
 
 @pytest.fixture(scope="session")

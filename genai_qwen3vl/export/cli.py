@@ -120,6 +120,6 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         vision_precision=args.vision_precision,
         vision_quant=args.vision_quant,
         trust_remote_code=args.trust_remote_code,
-        prune_prefill_logits=not args.full_prefill_logits,
+        trim_prefill_logits=not args.full_prefill_logits,
         overwrite=args.overwrite,
     )

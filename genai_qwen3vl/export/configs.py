@@ -2,18 +2,22 @@
 
 ``genai_config`` is what og reads to wire the three graphs together; ``processor_config`` is
 the ort-extensions image pipeline og's stock multimodal processor runs. Both are compared
-against golden JSON files in the tests, so any drift shows as a diff.
+against golden JSON files in the tests, so any drift shows as a diff. ``manifest`` records how
+the folder was made (``model/folder.py`` reads it back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..errors import CheckpointError
 from ..model import io_contract
+from ..model.folder import MANIFEST_VERSION
 from ..model.spec import Qwen3VLSpec
 from .options import ExportOptions
 
@@ -26,7 +30,7 @@ def _session_options(options: ExportOptions) -> dict[str, Any]:
     provider_options = [] if provider == "cpu" else [{provider: dict(options.target.provider_options)}]
     # 0 = onnxruntime's default, one thread per physical core. Without it og uses half the
     # logical CPUs, which on a machine without SMT (most cloud VMs) is half the cores: the
-    # vision tower and the prefill then take twice as long (measured: 29.5 s -> 14.1 s TTFT).
+    # vision tower and the prefill then take about twice as long.
     return {"log_id": "onnxruntime-genai", "provider_options": provider_options, "intra_op_num_threads": 0}
 
 
@@ -68,7 +72,7 @@ def genai_config(spec: Qwen3VLSpec, options: ExportOptions) -> dict[str, Any]:
         },
         "vision": {
             # image sizes vary call to call: a memory pattern planned for one is waste for the
-            # next, and raises the peak (1280x720: 1.70 GB -> 1.31 GB without it, measured)
+            # next, and raises the peak memory
             "session_options": {**_session_options(options), "enable_mem_pattern": False},
             "filename": vis.filename,
             "config_filename": "processor_config.json",
@@ -140,7 +144,7 @@ def processor_config(spec: Qwen3VLSpec) -> dict[str, Any]:
         "image_mean": [float(x) for x in p.image_mean],
         "image_std": [float(x) for x in p.image_std],
     }
-    config = _fill(load_processor_template(spec.arch.processor_template), values)
+    config = _fill(load_processor_template(spec.architecture.processor_template), values)
     transforms = config["processor"]["transforms"]
     skip = set()
     if not p.do_rescale:
@@ -151,3 +155,36 @@ def processor_config(spec: Qwen3VLSpec) -> dict[str, Any]:
         skip.add("convert_to_rgb")
     config["processor"]["transforms"] = [x for x in transforms if x["operation"]["name"] not in skip]
     return config
+
+
+def _json_value(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def manifest(spec: Qwen3VLSpec, options: ExportOptions, source: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+    """``manifest.json``: this package's version, what was exported (architecture, precision,
+    provider), every export option as given and what the defaults resolved to, the libraries
+    that made the folder (``versions``: distribution -> version) and the checkpoint it came from
+    (``source``: hub_id and revision, or local_path, and config_sha256). ``validation`` is
+    filled in by ``--validate``."""
+    target = options.target
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "genai_qwen3vl_version": __version__,
+        "architecture": spec.hf_class,
+        "og_model_type": spec.og_model_type,
+        "precision": options.precision,
+        "provider": options.execution_provider,
+        "options": {f.name: _json_value(getattr(options, f.name)) for f in dataclasses.fields(options)},
+        "resolved_options": {
+            "io_dtype": options.io_dtype,
+            "vision_dtype": options.vision_dtype,
+            "accuracy_level": options.resolved_accuracy_level,
+            "attention_op": target.attention_op,
+            "quant_layout": dataclasses.asdict(options.quant_layout) if options.quant_layout else None,
+            "vision_layout": dataclasses.asdict(options.vision_layout) if options.vision_layout else None,
+        },
+        "versions": dict(sorted(versions.items())),
+        "source": dict(source),
+        "validation": None,
+    }

@@ -19,7 +19,7 @@ from ..model.spec import Qwen3VLSpec
 from .deepstack import add_deepstack
 from .og_builder import og_builder_options, run_og_builder, text_only_view
 from .options import ExportOptions
-from .trim_logits import prune_prefill_logits
+from .trim_logits import trim_prefill_logits
 
 
 def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_dir: Path, options: ExportOptions) -> Path:
@@ -28,7 +28,7 @@ def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_d
     view = text_only_view(checkpoint_dir, work_dir)
     og_precision = "fp32" if target.streaming_int4 else options.precision
     og_extra = og_builder_options(options, experts=spec.text.experts is not None)
-    og_dir = run_og_builder(view, work_dir, og_precision, options.execution_provider, og_extra, spec.arch)
+    og_dir = run_og_builder(view, work_dir, og_precision, options.execution_provider, og_extra, spec.architecture)
     src = og_dir / "model.onnx"
     if not src.is_file():
         raise Qwen3VLExportError(f"onnxruntime-genai's builder wrote no {src.name} into {og_dir}")
@@ -41,8 +41,8 @@ def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_d
         src, og_dir = quantized, quantized.parent
     model = onnx.load(str(src), load_external_data=False)
     add_deepstack(model, spec)
-    if options.prune_prefill_logits:
-        prune_prefill_logits(model)
+    if options.trim_prefill_logits:
+        trim_prefill_logits(model)
     dst = Path(out_dir) / "model.onnx"
     onnx.save(model, str(dst))
     data = og_dir / "model.onnx.data"

@@ -25,7 +25,8 @@ slice is added to the MLP output feeding it::
                                                         (layer k+1 / final norm)
 
 Node names follow og's namespacing: ``/model/deepstack/embeds/Slice``,
-``/model/layers.{k}/deepstack/{Slice,Cast,Add}``.
+``/model/layers.{k}/deepstack/{Slice,Cast,Add}``. The names of og's graph this anchors on are
+``og_compat``'s (``layer_residual``, ``SKIP_NORM``, ``INPUTS_EMBEDS``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import Qwen3VLExportError
 from ..model.spec import Qwen3VLSpec
+from . import og_compat
 
 
 def int64_constant(name: str, values) -> onnx.TensorProto:
@@ -48,7 +50,6 @@ def _cast_target(node: onnx.NodeProto) -> int | None:
     return next(a.i for a in node.attribute if a.name == "to")
 
 
-
 def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
     """Widen ``inputs_embeds`` to (1+K)*H and add the DeepStack slices after layers 0..K-1 (see
     the module docstring for the picture).
@@ -59,7 +60,7 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
     graph = model.graph
     hidden = spec.text.hidden_size
     width = spec.feature_width
-    embeds = next((i for i in graph.input if i.name == "inputs_embeds"), None)
+    embeds = next((i for i in graph.input if i.name == og_compat.INPUTS_EMBEDS), None)
     if embeds is None:
         raise Qwen3VLExportError("og's decoder has no inputs_embeds input (was exclude_embeds ignored?)")
     last_dim = embeds.type.tensor_type.shape.dim[-1]
@@ -80,21 +81,17 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
     graph.initializer.extend([starts, ends])
     for node in nodes:
         for i, name in enumerate(node.input):
-            if name == "inputs_embeds":
+            if name == og_compat.INPUTS_EMBEDS:
                 node.input[i] = main
     slice_main = helper.make_node(
-        "Slice", ["inputs_embeds", starts.name, ends.name, axes.name], [main], name="/model/deepstack/embeds/Slice"
+        "Slice", [og_compat.INPUTS_EMBEDS, starts.name, ends.name, axes.name], [main], name="/model/deepstack/embeds/Slice"
     )
 
     inserts: dict[int, list[onnx.NodeProto]] = {}
     for k in range(spec.num_deepstack):
-        residual = f"/model/layers.{k}/post_attention_layernorm/output_3"
+        residual = og_compat.layer_residual(k)
         consumer_idx = next(
-            (
-                i
-                for i, n in enumerate(nodes)
-                if n.op_type == "SkipSimplifiedLayerNormalization" and len(n.input) > 1 and n.input[0] == residual
-            ),
+            (i for i, n in enumerate(nodes) if n.op_type == og_compat.SKIP_NORM and len(n.input) > 1 and n.input[0] == residual),
             None,
         )
         if consumer_idx is None:
@@ -113,7 +110,7 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
         prefix = f"/model/layers.{k}/deepstack"
         sliced = f"{prefix}/Slice/output_0"
         added = f"{prefix}/Add/output_0"
-        new = [helper.make_node("Slice", ["inputs_embeds", s.name, e.name, axes.name], [sliced], name=f"{prefix}/Slice")]
+        new = [helper.make_node("Slice", [og_compat.INPUTS_EMBEDS, s.name, e.name, axes.name], [sliced], name=f"{prefix}/Slice")]
         # fp16/bf16 decoders keep the residual stream in fp32 (og casts the skip inputs); add there
         residual_type = _cast_target(producer)
         if residual_type is not None and residual_type != embeds.type.tensor_type.elem_type:

@@ -62,7 +62,7 @@ class EmbeddingExportModel(nn.Module):
 def build_embedding_model(
     checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32
 ) -> EmbeddingExportModel:
-    state = load_submodule_state(checkpoint_dir, spec.arch.embedding_weight_prefixes, dtype)
+    state = load_submodule_state(checkpoint_dir, spec.architecture.embedding_weight_prefixes, dtype)
     table = state["weight"]
     embed = nn.Embedding(table.shape[0], table.shape[1], _weight=table)
     return EmbeddingExportModel(embed, spec, out_dtype).eval()

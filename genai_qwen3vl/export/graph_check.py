@@ -25,14 +25,8 @@ from ..errors import Qwen3VLExportError
 from ..model import io_contract
 from ..model.precisions import Target
 from ..model.spec import Qwen3VLSpec
+from ..onnx_format import ONNX_TO_NAME
 
-ONNX_TO_NAME = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.BFLOAT16: "bfloat16",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.INT32: "int32",
-}
 ATTENTION_OPS = ("GroupQueryAttention", "MultiHeadAttention", "Attention", "PagedAttention", "SparseAttention")
 
 

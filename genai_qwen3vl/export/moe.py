@@ -1,7 +1,9 @@
 """Qwen3-VL-MoE's expert layers, written by onnxruntime-genai's builder: a mixin of og's builder
 class for the architecture (``og_builder.builder_class`` puts it in front of og's
 ``Qwen3VLTextModel``), driving og 0.18's MoE machinery (the one its Qwen3.5-MoE and gpt-oss
-builders use) for the layers Qwen3-VL-MoE routes through experts.
+builders use) for the layers Qwen3-VL-MoE routes through experts. The builder methods and
+attribute keys of og's this relies on, and the node names, are listed in ``og_compat`` (its
+contract test builds a graph with this class and finds them).
 
 Per text layer ``i``, as transformers computes it (``Qwen3VLMoeTextSparseMoeBlock``)::
 
@@ -33,6 +35,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..model.architectures import Architecture
 from ..model.spec import expert_spec
+from . import og_compat
 
 
 def moe_builder_mixin(arch: Architecture) -> type:
@@ -90,14 +93,26 @@ def moe_builder_mixin(arch: Architecture) -> type:
             quantized = self.moe_attrs["op_type"] == "QMoE"
             for proj in ("gate_up", "down"):
                 if quantized:
-                    self._register(names[f"{proj}_weight"], self._qmoe_shape(layer_id, proj, 0), ir.DataType.UINT8,
-                                   lambda p=proj: self._qmoe(layer_id, p, 0))
-                    self._register(names[f"{proj}_scales"], self._qmoe_shape(layer_id, proj, 1), self.io_dtype,
-                                   lambda p=proj: self._qmoe(layer_id, p, 1))
+                    self._register(
+                        names[f"{proj}_weight"],
+                        self._qmoe_shape(layer_id, proj, 0),
+                        ir.DataType.UINT8,
+                        lambda p=proj: self._qmoe(layer_id, p, 0),
+                    )
+                    self._register(
+                        names[f"{proj}_scales"],
+                        self._qmoe_shape(layer_id, proj, 1),
+                        self.io_dtype,
+                        lambda p=proj: self._qmoe(layer_id, p, 1),
+                    )
                 else:
                     shape = self._checkpoint.expert_shape(layer_id, proj)
-                    self._register(names[f"{proj}_weight"], shape, self.io_dtype,
-                                   lambda p=proj: self._checkpoint.experts(layer_id, p, to_torch_dtype(self.io_dtype)))
+                    self._register(
+                        names[f"{proj}_weight"],
+                        shape,
+                        self.io_dtype,
+                        lambda p=proj: self._checkpoint.experts(layer_id, p, to_torch_dtype(self.io_dtype)),
+                    )
             if quantized:
                 # og sets the QMoE block_size attribute as a side effect of quantizing eagerly: the
                 # configured block size, or none for per-channel scales (qmoe_block_size <= 0)
@@ -110,26 +125,25 @@ def moe_builder_mixin(arch: Architecture) -> type:
             self.make_initializer(torch.zeros(experts, self.hidden_size), names["down_bias"], to=self.io_dtype)
 
         def make_moe_router(self, layer_id, moe, root_input):
-            basename = f"/model/layers.{layer_id}/moe/router/MatMul"
+            basename = og_compat.moe_node(layer_id, "router/MatMul")
             # the router picks the experts: a quantized router can flip near-tied choices
             self.exclude_node_from_quantization(basename)
             matmul = self.make_matmul(moe.gate, basename, root_input)
             self.make_reshape(
-                f"/model/layers.{layer_id}/moe/router/Reshape",
-                [f"{matmul}/output_0", f"/model/constants/INT64/{[-1, self.moe_attrs['num_experts']]}"],
+                og_compat.moe_node(layer_id, "router/Reshape"),
+                [f"{matmul}/output_0", og_compat.int64_constant_name([-1, self.moe_attrs["num_experts"]])],
                 dtype=self.io_dtype,
                 shape=self.make_moe_router_shape(),
             )
 
         def make_moe_subgraph(self, layer_id, moe, root_input):
-            basename = f"/model/layers.{layer_id}/moe"
             op = self.moe_attrs["op_type"]
             names = self.make_moe_expert_names(layer_id)
-            name = f"{basename}/{op}"
+            name = og_compat.moe_node(layer_id, op)
             self.make_moe_op(
                 name,
                 root_input=root_input,
-                router_probs=f"{basename}/router/Reshape/output_0",  # raw logits: the op takes the softmax
+                router_probs=og_compat.moe_node(layer_id, "router/Reshape/output_0"),  # raw logits: the op takes the softmax
                 weight1=names["gate_up_weight"],
                 scales1=names["gate_up_scales"] if op == "QMoE" else "",
                 bias1=names["gate_up_bias"],
@@ -166,8 +180,10 @@ def moe_builder_mixin(arch: Architecture) -> type:
                     q, s = self.make_qmoe_weights(w.float())
                     if pair is None:
                         experts = self.moe_attrs["num_experts"]
-                        pair = [torch.empty((experts, *q.shape), dtype=torch.uint8),
-                                torch.empty((experts, *s.shape), dtype=to_torch_dtype(self.io_dtype))]
+                        pair = [
+                            torch.empty((experts, *q.shape), dtype=torch.uint8),
+                            torch.empty((experts, *s.shape), dtype=to_torch_dtype(self.io_dtype)),
+                        ]
                     pair[0][e], pair[1][e] = q, s
                     del q, s, w
                 self._quantized[key] = pair
@@ -242,9 +258,7 @@ class CheckpointTensors:
         with torch.device("meta"):
             model = arch.transformers_class(arch.hf_class)(config)
         wanted = {
-            name
-            for name, _ in model.named_parameters()
-            if not self.layout.is_expert_weight(name) and not name.startswith("model.visual.")
+            name for name, _ in model.named_parameters() if not self.layout.is_expert_weight(name) and not name.startswith("model.visual.")
         }
         tied = config.get_text_config().tie_word_embeddings or getattr(config, "tie_word_embeddings", False)
         embedding = "model.language_model.embed_tokens.weight"

@@ -1,10 +1,11 @@
-"""The adapter to onnxruntime-genai's model builder: the only module that imports it and the only
-place that knows its ``extra_options`` keys.
+"""The adapter to onnxruntime-genai's model builder: the only module that runs it (through
+``og_compat``, the one that imports it) and the only place that knows its ``extra_options`` keys.
 
 og's ``create_model`` picks the builder class for a checkpoint by its architecture. For the
 export it picks ours: a subclass of og's class for the architecture (``Architecture.
-og_builder_class``), installed in og's dispatch only for the duration of the call. Ours changes
-what og gets wrong for Qwen-VL decoders:
+og_builder_class``), installed in og's dispatch only for the duration of the call (what of og's
+private surface this touches lives in ``og_compat.py``). Ours changes what og gets wrong for
+Qwen-VL decoders:
 
 * where GroupQueryAttention is not available (fp32 on CUDA) og's builder falls back to its
   packed ``Attention`` op, whose Qwen-VL path writes no KV cache: the graph declares
@@ -20,19 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import Qwen3VLExportError
 from ..logs import captured_output
 from ..model.architectures import Architecture
-from .page_release import released_file_pages
-
-OG_BUILDER = "onnxruntime_genai.models.builder"
+from . import og_compat
+from .memory import reclaiming_mapped_memory
 
 
 def og_builder_options(options, experts: bool = False) -> dict[str, str]:
@@ -40,7 +37,7 @@ def og_builder_options(options, experts: bool = False) -> dict[str, str]:
     ``experts``: a mixture-of-experts one). For CPU int4 og writes fp32 MatMuls, which our
     streaming quantizer turns into MatMulNBits; the experts it quantizes itself (QMoE)."""
     extra: dict[str, str] = {"hf_remote": "true" if options.trust_remote_code else "false"}
-    if options.accuracy_level is None:
+    if options.resolved_accuracy_level is None:
         return extra
     if experts:
         extra["moe_quant_type"] = "int4"
@@ -52,7 +49,7 @@ def og_builder_options(options, experts: bool = False) -> dict[str, str]:
             extra["qmoe_weights_prepacked"] = "0"
     if not options.target.streaming_int4:
         extra["block_size"] = str(options.int4_block_size)
-        extra["accuracy_level"] = str(options.accuracy_level)
+        extra["accuracy_level"] = str(options.resolved_accuracy_level)
     return extra
 
 
@@ -74,8 +71,7 @@ def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
 @functools.cache
 def builder_class(arch: Architecture) -> type:
     """Our decoder builder class for ``arch``: og's class for it, with the changes above."""
-    importlib.import_module(OG_BUILDER)  # puts og's `builders` package on sys.path
-    bases = (getattr(importlib.import_module(arch.og_builder_module), arch.og_builder_class),)
+    bases = (og_compat.builder_base(arch),)
     if arch.experts is not None:
         from .moe import moe_builder_mixin
 
@@ -88,18 +84,6 @@ def builder_class(arch: Architecture) -> type:
     kind = "Moe" if arch.experts is not None else ""
     DecoderBuilder.__name__ = DecoderBuilder.__qualname__ = f"GenaiQwen3VL{kind}{arch.og_builder_class}"
     return DecoderBuilder
-
-
-@contextlib.contextmanager
-def _dispatching_to(arch: Architecture) -> Iterator[None]:
-    """og's create_model instantiates our builder class for ``arch`` within the scope."""
-    module = sys.modules[OG_BUILDER]
-    original = getattr(module, arch.og_builder_class)
-    setattr(module, arch.og_builder_class, builder_class(arch))
-    try:
-        yield
-    finally:
-        setattr(module, arch.og_builder_class, original)
 
 
 def run_og_builder(
@@ -116,7 +100,7 @@ def run_og_builder(
     og's builder prints progress bars and notes on stdout/stderr and logs its quantizer's
     progress; all of it goes to the debug log (``--verbose``).
     """
-    og = importlib.import_module(OG_BUILDER)
+    og = og_compat.builder_module()
     from transformers.utils import logging as hf_logging
 
     out = Path(work_dir) / "og"
@@ -127,12 +111,12 @@ def run_og_builder(
     # the text-only view leaves the vision weights unused; transformers reports that loudly
     hf_logging.set_verbosity_error()
     weights = [p.resolve() for p in Path(checkpoint_dir).glob("*.safetensors")]
-    dispatch = _dispatching_to(arch) if arch is not None else contextlib.nullcontext()
+    dispatch = og_compat.dispatching_to(arch, builder_class(arch)) if arch is not None else contextlib.nullcontext()
     try:
-        with captured_output("onnxruntime-genai builder"), released_file_pages(weights), dispatch:
+        with captured_output("onnxruntime-genai builder"), reclaiming_mapped_memory(weights), dispatch:
             parsed = og.parse_extra_options(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv)
             if arch is not None and arch.og_dispatch_as:
-                parsed["hf_details"]["hf_config"].architectures = [arch.og_dispatch_as]
+                og_compat.dispatch_as(parsed, arch.og_dispatch_as)
             og.create_model(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), **parsed)
     except Exception as exc:  # whatever og's builder raised, reported as its failure, with its type and text
         raise Qwen3VLExportError(f"onnxruntime-genai's builder failed on the text decoder: {type(exc).__name__}: {exc}") from exc

@@ -46,8 +46,9 @@ class ExportOptions:
     vision_quant: str | None = None
     # run code shipped with the checkpoint (auto_map); never needed for transformers' own Qwen3-VL
     trust_remote_code: bool = False
-    # logits for the last prompt position only (og reads them as "trimmed prefill logits")
-    prune_prefill_logits: bool = True
+    # logits for the last prompt position only (og reads them as "trimmed prefill logits");
+    # --full_prefill_logits turns it off
+    trim_prefill_logits: bool = True
 
     def __post_init__(self) -> None:
         if (self.input_dir is None) == (self.model_name is None):
@@ -107,7 +108,7 @@ class ExportOptions:
         if not self.target.streaming_int4:
             return None
         return dataclasses.replace(
-            INT4_RECIPES[self.int4_recipe], block_size=self.int4_block_size, accuracy_level=self.accuracy_level
+            INT4_RECIPES[self.int4_recipe], block_size=self.int4_block_size, accuracy_level=self.resolved_accuracy_level
         )
 
     @property
@@ -116,8 +117,9 @@ class ExportOptions:
         return VISION_QUANT[self.vision_quant] if self.vision_quant else None
 
     @property
-    def accuracy_level(self) -> int | None:
-        """MatMulNBits accuracy_level for -p int4; None for the float precisions."""
+    def resolved_accuracy_level(self) -> int | None:
+        """MatMulNBits accuracy_level for -p int4 (--int4_accuracy_level, else the target's default);
+        None for the float precisions."""
         if not self.target.quantized:
             return None
-        return self.int4_accuracy_level if self.int4_accuracy_level is not None else self.target.accuracy_level
+        return self.int4_accuracy_level if self.int4_accuracy_level is not None else self.target.default_accuracy_level

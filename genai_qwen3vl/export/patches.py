@@ -53,9 +53,7 @@ def _masked_vision_attention_forward(
     # the rotary helper of the module that defines this attention class (one per architecture)
     apply_rotary_pos_emb_vision = sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
     seq_len = hidden_states.shape[0]
-    query, key, value = (
-        self.qkv(hidden_states).reshape(seq_len, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-    )
+    query, key, value = self.qkv(hidden_states).reshape(seq_len, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
     query, key = apply_rotary_pos_emb_vision(query, key, cos, sin)
     if segments is not None and torch.onnx.is_in_onnx_export():

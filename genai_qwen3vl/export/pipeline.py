@@ -7,6 +7,8 @@ rename at the end, so an interrupted run never leaves a half-written model at th
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import logging
 import os
 import shutil
@@ -19,8 +21,9 @@ from typing import Iterator
 
 from ..errors import CheckpointError, OptionsError
 from ..model import io_contract
-from ..model.precisions import QMOE_BLOCK_SIZES, QMOE_CUDA_HIDDEN_MULTIPLE, QuantLayout
-from ..model.spec import Qwen3VLSpec
+from ..model.folder import GENAI_CONFIG, MANIFEST
+from ..model.precisions import QMOE_BLOCK_SIZES, QMOE_CUDA_WIDTH_MULTIPLE, QuantLayout
+from ..model.spec import Qwen3VLSpec, checkpoint_file
 from . import configs
 from .checkpoint import copy_checkpoint_files, resolve_checkpoint, write_json
 from .graph_check import check_graph
@@ -123,21 +126,26 @@ def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) 
     )
     from .moe import CheckpointTensors
 
-    CheckpointTensors(checkpoint, spec.arch.experts).check_experts(experts.expert_layers(spec.text.num_hidden_layers))
+    CheckpointTensors(checkpoint, spec.architecture.experts).check_experts(experts.expert_layers(spec.text.num_hidden_layers))
     if options.target.quantized and options.int4_block_size not in QMOE_BLOCK_SIZES:
         raise OptionsError(
-            f"--int4_block_size {options.int4_block_size} is not available for {spec.architecture}: onnxruntime's "
+            f"--int4_block_size {options.int4_block_size} is not available for {spec.hf_class}: onnxruntime's "
             f"4-bit QMoE experts take block sizes {', '.join(map(str, QMOE_BLOCK_SIZES))}; choose one of them"
         )
-    hidden = spec.text.hidden_size
-    if options.target.quantized and options.execution_provider == "cuda" and hidden % QMOE_CUDA_HIDDEN_MULTIPLE:
-        # measured on an H200 (onnxruntime-gpu 1.31.1): the export succeeded and og failed at the first
-        # step ("QMoE int weight-only quantization requires hidden_size to be a multiple of 64")
-        raise CheckpointError(
-            f"text_config hidden_size={hidden} is not a multiple of {QMOE_CUDA_HIDDEN_MULTIPLE}, which onnxruntime's CUDA "
-            f"4-bit QMoE kernel needs for -p int4 -e cuda (every released Qwen3-VL-MoE has 2048 or 4096); "
-            "export -p fp16 -e cuda, or -p int4 -e cpu"
+    if options.target.quantized and options.execution_provider == "cuda":
+        # onnxruntime's CUDA QMoE refuses such a decoder at its first step ("QMoE int weight-only
+        # quantization requires hidden_size / inter_size to be a multiple of 64"): refuse it before exporting
+        widths = (
+            ("hidden_size", spec.text.hidden_size, "2048 or 4096"),
+            ("moe_intermediate_size", experts.intermediate_size, "768 or 1536"),
         )
+        for key, width, released in widths:
+            if width % QMOE_CUDA_WIDTH_MULTIPLE:
+                raise CheckpointError(
+                    f"text_config {key}={width} is not a multiple of {QMOE_CUDA_WIDTH_MULTIPLE}, which onnxruntime's CUDA "
+                    f"4-bit QMoE kernel needs for -p int4 -e cuda (every released Qwen3-VL-MoE has {released}); "
+                    "export -p fp16 -e cuda, or -p int4 -e cpu"
+                )
 
 
 def _check_output(options: ExportOptions) -> Path:
@@ -174,9 +182,7 @@ def _pid_alive(pid: int) -> bool:
 ISOLATE_ABOVE_BYTES = 1 << 30
 
 
-def _vision_stage(
-    checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None
-) -> None:
+def _vision_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None) -> None:
     from .torch_export import torch_dtype
     from .vision import build_vision_model, export_vision
 
@@ -187,9 +193,7 @@ def _vision_stage(
         quantize_in_place(path, layout)
 
 
-def _embedding_stage(
-    checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None
-) -> None:
+def _embedding_stage(checkpoint: Path, spec: Qwen3VLSpec, out: Path, weights: str, io: str, layout: QuantLayout | None) -> None:
     from .embedding import build_embedding_model, export_embedding
     from .torch_export import torch_dtype
 
@@ -230,6 +234,31 @@ def run(options: ExportOptions) -> Path:
         raise
 
 
+# the libraries whose versions the manifest records, by the module the export imports
+RECORDED_MODULES = ("onnxruntime_genai", "onnxruntime", "transformers", "torch", "onnx")
+
+
+def library_versions() -> dict[str, str]:
+    """distribution -> version of each library that made the folder (onnxruntime-genai or
+    onnxruntime-genai-cuda, onnxruntime or onnxruntime-gpu: whichever provides the module)."""
+    providers = importlib.metadata.packages_distributions()
+    versions = {}
+    for module in RECORDED_MODULES:
+        for dist in providers.get(module, ()):
+            versions[dist] = importlib.metadata.version(dist)
+    return versions
+
+
+def checkpoint_source(options: ExportOptions, checkpoint: Path) -> dict[str, str | None]:
+    """The manifest's ``source``: the hub id and the revision downloaded (a hub cache's snapshot
+    folder is named by its commit), or the local folder; and the sha256 of its config.json."""
+    digest = hashlib.sha256(checkpoint_file(checkpoint, "config.json").read_bytes()).hexdigest()
+    if options.model_name is not None:
+        revision = checkpoint.name if checkpoint.parent.name == "snapshots" else None
+        return {"hub_id": options.model_name, "revision": revision, "local_path": None, "config_sha256": digest}
+    return {"hub_id": None, "revision": None, "local_path": str(Path(checkpoint).resolve()), "config_sha256": digest}
+
+
 def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
     out = _check_output(options)
     total = 6
@@ -240,7 +269,7 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
         weight_bytes = verify_weights(checkpoint, spec)
         log.info(
             "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
-            spec.architecture,
+            spec.hf_class,
             spec.text.num_hidden_layers,
             spec.text.hidden_size,
             spec.vision.depth,
@@ -269,9 +298,10 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
         with stage(4, total, f"decoder ({options.precision}, onnxruntime-genai builder + DeepStack)", interrupts):
             run_stage(isolate, _decoder_stage, checkpoint, spec, staging, options)
         with stage(5, total, "configs", interrupts):
-            write_json(staging / "genai_config.json", configs.genai_config(spec, options))
+            write_json(staging / GENAI_CONFIG, configs.genai_config(spec, options))
             write_json(staging / "processor_config.json", configs.processor_config(spec))
             copy_checkpoint_files(checkpoint, staging)
+            write_json(staging / MANIFEST, configs.manifest(spec, options, checkpoint_source(options, checkpoint), library_versions()))
         with stage(6, total, "check graphs and publish"):
             for contract in io_contract.GRAPHS.values():
                 check_graph(staging / contract.filename, contract, spec, options.target)

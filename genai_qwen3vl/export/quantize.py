@@ -30,137 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
+from .. import onnx_format as fmt
 from ..model.precisions import QuantLayout
-
-_ALIGN = 64
-
-
-class _DataWriter:
-    """Appends tensors to an external data file and points initializers at them."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = open(path, "wb")
-        self.offset = 0
-
-    def write(self, tensor: onnx.TensorProto, payload) -> None:
-        pad = -self.offset % _ALIGN
-        if pad:
-            self.file.write(b"\0" * pad)
-            self.offset += pad
-        view = memoryview(payload).cast("B")
-        self.file.write(view)
-        del tensor.external_data[:]
-        tensor.ClearField("raw_data")
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", self.path.name), ("offset", str(self.offset)), ("length", str(view.nbytes))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        self.offset += view.nbytes
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _tensor(name: str, data_type: int, shape) -> onnx.TensorProto:
-    tensor = onnx.TensorProto()
-    tensor.name = name
-    tensor.data_type = data_type
-    tensor.dims.extend(int(d) for d in shape)
-    return tensor
-
-
-def _external(tensor: onnx.TensorProto) -> dict[str, str]:
-    return {e.key: e.value for e in tensor.external_data}
-
-
-def _payload(tensor: onnx.TensorProto, folder: Path, files: dict) -> bytes:
-    """The raw bytes of an initializer, inline or read from its external file (read, not
-    memory-mapped: mapped pages would stay resident and count against the process)."""
-    if tensor.data_location != onnx.TensorProto.EXTERNAL:
-        return numpy_helper.to_array(tensor).tobytes()
-    info = _external(tensor)
-    location = info["location"]
-    if location not in files:
-        files[location] = open(folder / location, "rb")
-    handle = files[location]
-    handle.seek(int(info.get("offset", 0)))
-    length = int(info["length"])
-    data = handle.read(length)
-    if len(data) != length:
-        raise ValueError(f"{folder / location} is shorter than its initializer {tensor.name} needs")
-    return data
-
-
-def read_initializers(model: onnx.ModelProto, folder: Path, names) -> dict[str, np.ndarray]:
-    """The named initializers of a graph loaded without its external data, as arrays, read from
-    the files beside it (without onnx's loader, which refuses weights files with several hard
-    links, as a validation copy of a folder has)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    files: dict = {}
-    try:
-        arrays = {}
-        for name in names:
-            tensor = inits[name]
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            arrays[name] = np.frombuffer(_payload(tensor, Path(folder), files), dtype=dtype).reshape(tuple(tensor.dims))
-        return arrays
-    finally:
-        for handle in files.values():
-            handle.close()
-
-
-def set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
-    for attr in node.attribute:
-        if attr.name == name:
-            attr.i = value
-            return
-    node.attribute.append(helper.make_attribute(name, value))
-
-
-# --------------------------------------------------------------------------- block quantization
-_ROWS = 512  # rows quantized at a time: bounds the temporaries to a few of these slices
-
-
-def quantize_blocks(w: np.ndarray, bits: int, block: int, symmetric: bool):
-    """Quantize the rows of ``w`` [N, K] (float32) block-wise along K as ``MatMulNBits`` and
-    ``GatherBlockQuantized`` read them: returns (q uint8 [N, K/block, block] in 0..2^bits-1,
-    scales float32 [N, K/block], zero points uint8 [N, K/block] or None when symmetric, whose
-    implicit zero point is 2^(bits-1)). K is padded with zeros to whole blocks. A weight
-    dequantizes to (q - zero point) * scale; a symmetric block's value of largest magnitude
-    maps to 0 (onnxruntime's convention), an asymmetric block spans [min(w, 0), max(w, 0)]."""
-    n, k = w.shape
-    blocks = -(-k // block)
-    qmax, mid = float(2**bits - 1), float(2 ** (bits - 1))
-    q = np.empty((n, blocks, block), dtype=np.uint8)
-    scales = np.empty((n, blocks), dtype=np.float32)
-    zeros = None if symmetric else np.empty((n, blocks), dtype=np.uint8)
-    for r in range(0, n, _ROWS):
-        b = np.zeros((min(_ROWS, n - r), blocks * block), dtype=np.float32)
-        b[:, :k] = w[r : r + _ROWS]
-        b = b.reshape(b.shape[0], blocks, block)
-        if symmetric:
-            s = np.take_along_axis(b, np.abs(b).argmax(-1)[..., None], -1) / -mid
-            z = np.full_like(s, mid)
-        else:
-            lo = np.minimum(b.min(-1, keepdims=True), 0.0)
-            s = (np.maximum(b.max(-1, keepdims=True), 0.0) - lo) / qmax
-            z = np.clip(np.rint(-lo / np.where(s == 0, 1, s)), 0, qmax)
-        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s != 0)
-        q[r : r + _ROWS] = np.clip(np.rint(b * inv) + z, 0, qmax)
-        scales[r : r + _ROWS] = s[..., 0]
-        if zeros is not None:
-            zeros[r : r + _ROWS] = z[..., 0]
-    return q, scales, zeros
-
-
-def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
-    """Values of ``bits`` bits along the last axis packed into bytes, low bits first."""
-    if bits == 8:
-        return q
-    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+from ..onnx_format import DataWriter, new_tensor, pack_bits, pack_zero_points, quantize_blocks, read_payload, set_int_attribute
+from . import og_compat
 
 
 def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
@@ -168,8 +43,6 @@ def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
     [N, K/block, block*bits/8], scales float32 [N, K/block], zero points uint8 packed as
     MatMulNBits reads them [N, ceil(K/block*bits/8)], or None). og's own layout (4 bits,
     symmetric) goes through onnxruntime's kernel, byte for byte og's int4."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
-
     cols, k = rows.shape
     blocks = -(-k // layout.block_size)
     if bits == 4 and layout.symmetric:
@@ -179,29 +52,26 @@ def quantize_rows(rows: np.ndarray, bits: int, layout: QuantLayout):
         packed = np.zeros((cols, blocks, layout.block_size // 2), dtype=np.uint8)
         scales = np.zeros((cols, blocks), dtype=np.float32)
         unused = np.zeros((cols, (blocks + 1) // 2), dtype=np.uint8)
-        quantize_matmul_4bits(packed, w, scales, unused, layout.block_size, cols, k, True)
+        og_compat.quantize_matmul_4bits()(packed, w, scales, unused, layout.block_size, cols, k, True)
         return packed, scales, None
     q, scales, zeros = quantize_blocks(rows, bits, layout.block_size, layout.symmetric)
     if zeros is not None and bits == 4:
-        zeros = pack_bits(np.pad(zeros, ((0, 0), (0, blocks % 2))), 4)
+        zeros = pack_zero_points(zeros, 4)
     return pack_bits(q, bits), scales, zeros
-
-
-def _suffix(bits: int) -> str:
-    """What og appends to a quantized weight's and node's names."""
-    return f"_Q{bits}"
 
 
 def _quantized_tensors(name: str, bits: int, data: np.ndarray, scales: np.ndarray, zeros) -> list:
     """(initializer, payload) pairs of one quantized weight, named as og names them."""
-    out = [(_tensor(name + _suffix(bits), onnx.TensorProto.UINT8, data.shape), data),
-           (_tensor(name + "_scales", onnx.TensorProto.FLOAT, scales.shape), scales)]
+    out = [
+        (new_tensor(name + fmt.quant_suffix(bits), onnx.TensorProto.UINT8, data.shape), data),
+        (new_tensor(name + "_scales", onnx.TensorProto.FLOAT, scales.shape), scales),
+    ]
     if zeros is not None:
-        out.append((_tensor(name + "_zero_points", onnx.TensorProto.UINT8, zeros.shape), zeros))
+        out.append((new_tensor(name + "_zero_points", onnx.TensorProto.UINT8, zeros.shape), zeros))
     return out
 
 
-def _copy_initializers(graph, drop: set[str], writer: _DataWriter, folder: Path, files: dict) -> list[onnx.TensorProto]:
+def _copy_initializers(graph, drop: set[str], writer: DataWriter, folder: Path, files: dict) -> list[onnx.TensorProto]:
     """Copies of the graph's initializers but ``drop``, external payloads streamed into ``writer``."""
     kept = []
     for tensor in graph.initializer:
@@ -210,7 +80,7 @@ def _copy_initializers(graph, drop: set[str], writer: _DataWriter, folder: Path,
         copy = onnx.TensorProto()
         copy.CopyFrom(tensor)
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            writer.write(copy, _payload(tensor, folder, files))
+            writer.write(copy, read_payload(tensor, folder, files))
         kept.append(copy)
     return kept
 
@@ -222,8 +92,8 @@ def _save(model: onnx.ModelProto, nodes: list, initializers: list, path: Path) -
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(initializers)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if not any(o.domain == fmt.MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(fmt.MS_DOMAIN, 1))
     onnx.save(model, str(path))
     return path
 
@@ -263,22 +133,22 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     files: dict = {}
-    writer = _DataWriter(dst_model.with_name(dst_model.name + ".data"))
+    writer = DataWriter(dst_model.with_name(dst_model.name + ".data"))
     kept: list[onnx.TensorProto] = []
     quantized: set[str] = set()
     new_nodes = []
     accuracy_level = layout.accuracy_level
     try:
         for node in graph.node:
-            if node.op_type == "QMoE" and accuracy_level:
-                set_int_attribute(node, "accuracy_level", accuracy_level)
+            if node.op_type == fmt.QMOE and accuracy_level:
+                set_int_attribute(node, fmt.ACCURACY_LEVEL, accuracy_level)
             found = _float_weight(node, inits, layout)
             if found is None:
                 new_nodes.append(node)
                 continue
             weight, transposed, bias = found
             rows, cols = weight.dims
-            w = np.frombuffer(_payload(weight, src_model.parent, files), dtype=np.float32).reshape(rows, cols)
+            w = np.frombuffer(read_payload(weight, src_model.parent, files), dtype=np.float32).reshape(rows, cols)
             n, k = (rows, cols) if transposed else (cols, rows)
             bits = layout.bits(node.name)
             tensors = _quantized_tensors(weight.name, bits, *quantize_rows(w if transposed else w.T, bits, layout))
@@ -288,12 +158,14 @@ def quantize_weights(src_model: Path, dst_model: Path, layout: QuantLayout | Non
                 kept.append(tensor)
             attrs = dict(K=k, N=n, bits=bits, block_size=layout.block_size)
             if accuracy_level:
-                attrs["accuracy_level"] = accuracy_level
+                attrs[fmt.ACCURACY_LEVEL] = accuracy_level
             inputs = [node.input[0]] + [tensor.name for tensor, _ in tensors]
             if bias:  # MatMulNBits' inputs: A, B, scales, zero_points, g_idx, bias
                 inputs += [""] * (5 - len(inputs)) + [bias]
             new_nodes.append(
-                helper.make_node("MatMulNBits", inputs, list(node.output), name=node.name + _suffix(bits), domain="com.microsoft", **attrs)
+                helper.make_node(
+                    fmt.MATMUL_NBITS, inputs, list(node.output), name=node.name + fmt.quant_suffix(bits), domain=fmt.MS_DOMAIN, **attrs
+                )
             )
             quantized.add(weight.name)
         still_used = {name for n in new_nodes for name in n.input}
@@ -331,14 +203,17 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     gathers = [
-        n for n in graph.node
-        if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2
+        n
+        for n in graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in inits
+        and len(inits[n.input[0]].dims) == 2
         and inits[n.input[0]].data_type == onnx.TensorProto.FLOAT
     ]
     if len(gathers) != 1:
         raise ValueError(f"{model_path}: expected one Gather on a float32 [V, H] table, found {len(gathers)}")
     gather = gathers[0]
-    table = read_initializers(model, model_path.parent, [gather.input[0]])[gather.input[0]]
+    table = fmt.read_initializers(model, model_path.parent, [gather.input[0]])[gather.input[0]]
     vocab, hidden = table.shape
     data, scales, zeros = quantize_rows(table, bits, layout)
     del table
@@ -348,7 +223,7 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
     tensors = _quantized_tensors(name, bits, data, scales, zeros)
     data_name = model_path.name + ".data"
     staged = model_path.with_name(data_name + ".quantized")
-    writer = _DataWriter(staged)
+    writer = DataWriter(staged)
     files: dict = {}
     kept = []
     try:
@@ -365,11 +240,11 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
             if entry.key == "location":
                 entry.value = data_name
     lookup = helper.make_node(
-        "GatherBlockQuantized",
+        fmt.GATHER_BLOCK_QUANTIZED,
         [tensors[0][0].name, gather.input[1]] + [t.name for t, _ in tensors[1:]],
         list(gather.output),
-        name=gather.name + _suffix(bits),
-        domain="com.microsoft",
+        name=gather.name + fmt.quant_suffix(bits),
+        domain=fmt.MS_DOMAIN,
         bits=bits,
         block_size=layout.block_size,
         gather_axis=0,
@@ -377,4 +252,3 @@ def quantize_embedding_table(model_path: Path, bits: int, layout: QuantLayout) -
     )
     staged.replace(model_path.with_name(data_name))
     return _save(model, [lookup if n is gather else n for n in graph.node], kept, model_path)
-

@@ -22,8 +22,8 @@ Each vision block attends within segments (one per frame of each image). The exp
   flash-attention kernel: no [heads, P, P] score tensor is ever materialized;
 * otherwise: one ``MultiHeadAttention`` over all patches with a block-diagonal additive bias.
 
-For a 1280x720 picture (3520 patches, 16 heads) the first path took 264 ms and 40 MB against
-754 ms and 3.1 GB for the matmul-softmax-matmul it replaces (measured here).
+For a 1280x720 picture (3520 patches, 16 heads) the bias path would hold a [16, 3520, 3520]
+score tensor (about 0.8 GB in fp32); the segmented path holds none.
 """
 
 from __future__ import annotations
@@ -123,8 +123,12 @@ def fuse_segment_attention(model_path: Path) -> Path:
         then_graph, else_graph = _branches(node, width, elem_type)
         nodes.append(
             helper.make_node(
-                "If", [node.input[3]], list(node.output), name=(node.name or node.output[0]) + "/If",
-                then_branch=then_graph, else_branch=else_graph,
+                "If",
+                [node.input[3]],
+                list(node.output),
+                name=(node.name or node.output[0]) + "/If",
+                then_branch=then_graph,
+                else_branch=else_graph,
             )
         )
         count += 1

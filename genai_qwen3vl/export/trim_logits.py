@@ -1,7 +1,7 @@
 """Trimmed prefill logits: og's LM head on the last position only.
 
 og's builder applies the LM head to every prompt position ([1, 1024, 151936] floats for a
-1024-token prompt, about 4 s of work on 2 cores at Qwen3-VL-2B's widths) although og samples
+1024-token prompt at Qwen3-VL-2B's widths) although og samples
 from the last one. og 0.18 recognizes a decoder whose logits have a fixed position dim of 1
 ("trimmed prefill logits") and reads them as such::
 
@@ -22,15 +22,16 @@ import onnx
 from onnx import helper
 
 from ..errors import Qwen3VLExportError
+from . import og_compat
 from .deepstack import int64_constant
 
 
-def prune_prefill_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+def trim_prefill_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     """Compute the LM head for the last position only: ``logits`` becomes [B, 1, vocab]."""
     graph = model.graph
-    head = next((n for n in graph.node if n.name.startswith("/lm_head/MatMul")), None)
+    head = next((n for n in graph.node if n.name.startswith(og_compat.LM_HEAD_MATMUL)), None)
     if head is None:
-        raise Qwen3VLExportError("og's decoder has no /lm_head/MatMul node; cannot trim its prefill logits")
+        raise Qwen3VLExportError(f"og's decoder has no {og_compat.LM_HEAD_MATMUL} node; cannot trim its prefill logits")
     starts = int64_constant("/lm_head/last_token/constants/starts", [-1])
     ends = int64_constant("/lm_head/last_token/constants/ends", [np.iinfo(np.int64).max])
     axes = int64_constant("/lm_head/last_token/constants/axes", [1])
@@ -42,7 +43,7 @@ def prune_prefill_logits(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes.insert(nodes.index(head), node)
     del graph.node[:]
     graph.node.extend(nodes)
-    logits = next(o for o in graph.output if o.name == "logits")
+    logits = next(o for o in graph.output if o.name == og_compat.LOGITS)
     seq = logits.type.tensor_type.shape.dim[1]
     seq.ClearField("dim_param")
     seq.dim_value = 1

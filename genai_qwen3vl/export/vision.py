@@ -113,14 +113,12 @@ class VisionExportModel(nn.Module):
         return torch.cat([v.merger(hidden), *features], dim=-1).to(self.out_dtype)
 
 
-def build_vision_model(
-    checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32
-) -> VisionExportModel:
+def build_vision_model(checkpoint_dir: str | Path, spec: Qwen3VLSpec, dtype=torch.float32, out_dtype=torch.float32) -> VisionExportModel:
     """Instantiate transformers' own vision tower (never code shipped with the checkpoint) and
     load only its weights from the checkpoint."""
     import transformers
 
-    arch = spec.arch
+    arch = spec.architecture
     config = getattr(transformers, arch.config_class).from_pretrained(str(checkpoint_dir))
     vision_config = config.vision_config
     vision_config._attn_implementation = "eager"
@@ -131,8 +129,10 @@ def build_vision_model(
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         prefix = arch.vision_weight_prefixes[0]
-        problem = f"lacks {len(missing)} vision tensors ({prefix}{missing[0]}, ...)" if missing else (
-            f"has {len(unexpected)} vision tensors this vision config does not use ({prefix}{unexpected[0]}, ...)"
+        problem = (
+            f"lacks {len(missing)} vision tensors ({prefix}{missing[0]}, ...)"
+            if missing
+            else (f"has {len(unexpected)} vision tensors this vision config does not use ({prefix}{unexpected[0]}, ...)")
         )
         raise CheckpointError(f"{checkpoint_dir} {problem}; re-download it, or check that config.json belongs to these weights")
     visual.load_state_dict(state, strict=True, assign=True)
@@ -157,7 +157,7 @@ def export_vision(model: VisionExportModel, spec: Qwen3VLSpec, out_dir: Path) ->
         "pixel_values": {0: torch.export.Dim("num_patches", min=4)},
         "image_grid_thw": {0: torch.export.Dim("num_images", min=1)},
     }
-    path = export_to_onnx(model, example_inputs(spec), io_contract.VISION, dynamic, out_dir, export_patches(spec.arch))
+    path = export_to_onnx(model, example_inputs(spec), io_contract.VISION, dynamic, out_dir, export_patches(spec.architecture))
     from .segment_attention import fuse_segment_attention
 
     return fuse_segment_attention(path)

@@ -123,7 +123,7 @@ def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tupl
     the final norm under the ``text`` prefix (``model.language_model.`` on the hub). The LM head
     (``lm_head.weight``) is not among them: ``check_tensors`` asks for it unless it is tied.
     transformers' own model has exactly these parameters (tests/export/test_hostile_checkpoints.py)."""
-    t, v, arch = spec.text, spec.vision, spec.arch
+    t, v, arch = spec.text, spec.vision, spec.architecture
     h, hd = t.hidden_size, t.head_dim
     yield f"{text}embed_tokens.weight", ((t.vocab_size, h),)
     q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
@@ -184,7 +184,7 @@ def check_tensors(spec: Qwen3VLSpec, tensors: dict[str, TensorHeader], checkpoin
     its accepted shapes and a float dtype; no tensor of the vision tower, the text model or the LM
     head is left over (weights of more layers than the config declares). A CheckpointError names
     the first problem, before anything is built from the config."""
-    arch = spec.arch
+    arch = spec.architecture
     vision = next((p for p in arch.vision_weight_prefixes if any(k.startswith(p) for k in tensors)), arch.vision_weight_prefixes[0])
     embedding = next((p for p in arch.embedding_weight_prefixes if p + "weight" in tensors), arch.embedding_weight_prefixes[0])
     text = embedding[: -len("embed_tokens.")]
@@ -242,7 +242,7 @@ def load_submodule_state(checkpoint_dir: str | Path, prefixes: tuple[str, ...], 
         try:
             with safe_open(str(fpath), framework="pt") as f:
                 for name in names:
-                    state[name[len(prefix):]] = f.get_tensor(name).to(dtype)
+                    state[name[len(prefix) :]] = f.get_tensor(name).to(dtype)
         except SafetensorError as exc:  # a truncated or corrupt file
             raise CheckpointError(f"{fpath} cannot be read ({exc}); it is truncated or corrupt, re-download it") from None
     return state

@@ -6,7 +6,7 @@ type the folder declares, which tokens mark images and videos, and how og's deco
 back to transformers' parameters (for checking int4 graphs against dequantized weights).
 
 Adding an architecture means one new ``Architecture`` in ``ARCHITECTURES`` plus what is really
-new for it, and its parity tests; see the README. Qwen3-VL-MoE is the example: its entry differs
+new for it, and its parity tests; see docs/design.md (adding an architecture). Qwen3-VL-MoE is the example: its entry differs
 in its classes and its ``experts`` (where the expert tensors lie); what is new, the expert
 layers of the decoder, is ``export/moe.py``, a mixin of og's builder class.
 
@@ -138,12 +138,11 @@ def architecture(name: str, where: str = "config.json") -> Architecture:
         return ARCHITECTURES[name]
     except KeyError:
         raise CheckpointError(
-            f"{where} declares architecture {name}, which this tool does not export; "
-            f"supported: {', '.join(ARCHITECTURES)}"
+            f"{where} declares architecture {name}, which this tool does not export; supported: {', '.join(ARCHITECTURES)}"
         ) from None
 
 
-def architecture_of_og_type(og_model_type: str, where: str = "genai_config.json") -> Architecture:
+def architecture_of_og_type(og_model_type: str, where: str = "an exported folder's genai_config.json") -> Architecture:
     """The registry entry whose folders declare ``og_model_type`` (what the runtime reads).
 
     Several entries may declare one type (Qwen3-VL and Qwen3-VL-MoE both run as og's

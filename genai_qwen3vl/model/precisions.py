@@ -22,8 +22,9 @@ EXECUTION_PROVIDERS = ("cpu", "cuda")
 INT4_BLOCK_SIZES = (16, 32, 64, 128, 256)
 # mixture-of-experts checkpoints: onnxruntime's 4-bit QMoE kernels take these block sizes only
 QMOE_BLOCK_SIZES = (32, 64, 128)
-# onnxruntime's CUDA 4-bit QMoE kernel tiles the hidden axis by 64 (its interleaved-weight K tile)
-QMOE_CUDA_HIDDEN_MULTIPLE = 64
+# onnxruntime's CUDA 4-bit QMoE kernel tiles both expert MatMuls' K axes, the hidden size and the
+# expert width (moe_intermediate_size), by 64 (its interleaved-weight K tile)
+QMOE_CUDA_WIDTH_MULTIPLE = 64
 INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 DEFAULT_INT4_BLOCK_SIZE = 32
 ARTIFACTS = ("vision", "embedding", "decoder", "end_to_end")
@@ -62,9 +63,7 @@ class QuantLayout:
 
 
 # --int4_recipe: named layouts (block size and accuracy level come from their own flags).
-# Scales searched for the least squared error per block were measured and dropped: they lower
-# every class's weight error (0.0859 -> 0.0825 at block 32) yet moved the 2B-shaped model's
-# next-token distributions far from fp32's (KL 1.3e-5 -> 0.16); docs/quantization.md.
+# Why there is no searched-scale recipe: docs/decisions/quantization_alternatives.md.
 INT4_RECIPES: dict[str, QuantLayout] = {
     # og's own int4: every weight 4-bit, symmetric, largest magnitude to the range's end
     "rtn": QuantLayout(),
@@ -122,13 +121,9 @@ _FP32_BOUND = Bound(1e-4, 5e-6)
 FP32 = Tolerance(vision=_FP32_BOUND, embedding=Bound(1e-6), decoder=_FP32_BOUND, end_to_end=_FP32_BOUND, token_steps=16)
 # against transformers in the same dtype (fp16 on CPU here; the two differ in summation order and
 # in where they round, so a few fp16 ulps of the logits' scale)
-FP16 = Tolerance(
-    vision=Bound(2e-2, 4e-3), embedding=Bound(2e-3), decoder=Bound(2e-2, 4e-3), end_to_end=Bound(2e-2, 4e-3), token_steps=16
-)
+FP16 = Tolerance(vision=Bound(2e-2, 4e-3), embedding=Bound(2e-3), decoder=Bound(2e-2, 4e-3), end_to_end=Bound(2e-2, 4e-3), token_steps=16)
 # bf16 decoders; their vision/embedding graphs compute in fp32 and round features to bf16
-BF16 = Tolerance(
-    vision=Bound(5e-2, 8e-3), embedding=Bound(2e-2), decoder=Bound(1e-1, 2e-2), end_to_end=Bound(1e-1, 2e-2), token_steps=8
-)
+BF16 = Tolerance(vision=Bound(5e-2, 8e-3), embedding=Bound(2e-2), decoder=Bound(1e-1, 2e-2), end_to_end=Bound(1e-1, 2e-2), token_steps=8)
 
 
 # --------------------------------------------------------------------------- targets
@@ -147,8 +142,9 @@ class Target:
     # buffers between steps (past_present_share_buffer), MultiHeadAttention does not
     attention_op: str
     tolerance: Tolerance
-    # -p int4: MatMulNBits accuracy_level default (og's: 4 on CPU, 0 = the provider's choice on CUDA)
-    accuracy_level: int | None = None
+    # -p int4: MatMulNBits accuracy_level when --int4_accuracy_level is not given (og's: 4 on CPU,
+    # 0 = the provider's choice on CUDA); None for the float targets
+    default_accuracy_level: int | None = None
     # -p int4 -e cpu: og's builder writes fp32 and our streaming quantizer makes og's int4 graph
     streaming_int4: bool = False
     # artifacts --validate can check on a CPU (the rest need this target's device)
@@ -158,7 +154,7 @@ class Target:
 
     @property
     def quantized(self) -> bool:
-        return self.accuracy_level is not None
+        return self.default_accuracy_level is not None
 
     @property
     def past_present_share_buffer(self) -> bool:
@@ -202,16 +198,14 @@ PRECISIONS: dict[str, Precision] = {
             "int4",
             {
                 # checked with accuracy_level 1 against transformers on the dequantized weights
-                "cpu": Target("int4", "cpu", "fp32", "fp32", _GQA, FP32, accuracy_level=4, streaming_int4=True),
-                "cuda": Target("int4", "cuda", "fp16", "fp16", _GQA, FP16, accuracy_level=0),
+                "cpu": Target("int4", "cpu", "fp32", "fp32", _GQA, FP32, default_accuracy_level=4, streaming_int4=True),
+                "cuda": Target("int4", "cuda", "fp16", "fp16", _GQA, FP16, default_accuracy_level=0),
             },
         ),
         Precision(
             "fp16",
             {"cuda": Target("fp16", "cuda", "fp16", "fp16", _GQA, FP16)},
-            refused={
-                "cpu": "onnxruntime's CPU provider has no fp16 kernels for most of these graphs; use -p fp32 or -p int4 on CPU"
-            },
+            refused={"cpu": "onnxruntime's CPU provider has no fp16 kernels for most of these graphs; use -p fp32 or -p int4 on CPU"},
         ),
         Precision(
             "bf16",
@@ -220,9 +214,7 @@ PRECISIONS: dict[str, Precision] = {
                 # lacks bf16 kernels for Where, Sin/Cos, Floor, Clip, Conv
                 "cuda": Target("bf16", "cuda", "bf16", "fp32", _GQA, BF16, cpu_checkable=("vision", "embedding")),
             },
-            refused={
-                "cpu": "onnxruntime's CPU provider has no bf16 kernels for most of these graphs; use -p fp32 or -p int4 on CPU"
-            },
+            refused={"cpu": "onnxruntime's CPU provider has no bf16 kernels for most of these graphs; use -p fp32 or -p int4 on CPU"},
         ),
     )
 }

@@ -126,7 +126,7 @@ LIMITS: dict[str, int] = {
 
 @dataclasses.dataclass(frozen=True)
 class Qwen3VLSpec:
-    arch: Architecture
+    architecture: Architecture  # the registry entry (HF class, og type, weight layout)
     text: TextSpec
     vision: VisionSpec
     image_processor: PixelSettings
@@ -137,12 +137,13 @@ class Qwen3VLSpec:
     generation: dict[str, Any]
 
     @property
-    def architecture(self) -> str:
-        return self.arch.hf_class
+    def hf_class(self) -> str:
+        """The checkpoint's transformers class name (config.json ``architectures[0]``)."""
+        return self.architecture.hf_class
 
     @property
     def og_model_type(self) -> str:
-        return self.arch.og_model_type
+        return self.architecture.og_model_type
 
     @property
     def num_deepstack(self) -> int:
@@ -162,10 +163,7 @@ class Qwen3VLSpec:
         if len(t.mrope_section) != 3:
             problems.append(f"mrope_section must have 3 entries (t, h, w), got {list(t.mrope_section)}")
         if t.num_attention_heads % t.num_key_value_heads:
-            problems.append(
-                f"num_attention_heads={t.num_attention_heads} is not a multiple of "
-                f"num_key_value_heads={t.num_key_value_heads}"
-            )
+            problems.append(f"num_attention_heads={t.num_attention_heads} is not a multiple of num_key_value_heads={t.num_key_value_heads}")
         ds = v.deepstack_visual_indexes
         if any(i < 0 or i >= v.depth for i in ds):
             problems.append(f"deepstack_visual_indexes {list(ds)} must lie in [0, vision depth={v.depth})")
@@ -185,7 +183,7 @@ class Qwen3VLSpec:
                     problems.append(f"{kind} processor {name}={getattr(p, name)} != vision config {name}={getattr(v, name)}")
             if p.merge_size != v.spatial_merge_size:
                 problems.append(f"{kind} processor merge_size={p.merge_size} != vision spatial_merge_size={v.spatial_merge_size}")
-        problems += _expert_problems(self.arch, t)
+        problems += _expert_problems(self.architecture, t)
         if problems:
             raise CheckpointError("the checkpoint's configuration is inconsistent: " + "; ".join(problems))
 
@@ -226,7 +224,7 @@ class Qwen3VLSpec:
         if not isinstance(tie, bool):
             raise CheckpointError(f"config.json tie_word_embeddings must be true or false, got {_show(tie)}")
         return cls(
-            arch=arch,
+            architecture=arch,
             text=text,
             vision=vision,
             image_processor=image_proc,
@@ -346,9 +344,7 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
         raise CheckpointError("config.json text_config has no rope_theta (in rope_parameters or at top level)")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
-        raise CheckpointError(
-            f"config.json text_config uses rope_type {rope_type!r}; only Qwen3-VL's 'default' MRoPE is supported"
-        )
+        raise CheckpointError(f"config.json text_config uses rope_type {rope_type!r}; only Qwen3-VL's 'default' MRoPE is supported")
     section = rope.get("mrope_section")
     if not section:
         raise CheckpointError("config.json text_config has no mrope_section: not a Qwen3-VL text config")

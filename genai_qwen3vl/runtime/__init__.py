@@ -1,5 +1,6 @@
 """What runs an exported folder: exact transformers preprocessing for the stock og Generator
-(``Qwen3VLProcessor``), the chat sample. onnxruntime-genai, numpy, pillow, tokenizers, jinja2
+(``Qwen3VLProcessor``), the generation loop (``TokenStream``), structured output (``Constraint``),
+the chat sample. onnxruntime-genai, numpy, pillow, tokenizers, jinja2, llguidance, jsonschema
 (PyAV for video files); never torch or transformers (a test enforces it)."""
 
 
@@ -9,7 +10,15 @@ def __getattr__(name):
         from .processor import Qwen3VLProcessor
 
         return Qwen3VLProcessor
+    if name == "TokenStream":
+        from .generate import TokenStream
+
+        return TokenStream
+    if name in ("Constraint", "ConstraintError"):
+        from . import constraints
+
+        return getattr(constraints, name)
     raise AttributeError(name)
 
 
-__all__ = ["Qwen3VLProcessor"]
+__all__ = ["Constraint", "ConstraintError", "Qwen3VLProcessor", "TokenStream"]

@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+from ..errors import InputError
+from ..model.folder import ExportedFolder
 from . import sampling
+from .constraints import Constraint, ConstraintChecker
 from .flags import add_flag, positive
+from .generate import TokenStream
 from .images import MAX_DECODE_PIXELS, check_image_size
 
 DESCRIPTION = "Chat with a Qwen3-VL folder written by builder_qwen3vl.py, through stock onnxruntime-genai."
@@ -24,13 +27,18 @@ EPILOG = """examples:
   %(prog)s qwen3vl-2b-cpu                                   interactive, multi-turn
   %(prog)s qwen3vl-2b-cpu --image cat.jpg -p "What is this?"  one question, then exit
   %(prog)s qwen3vl-2b-cpu --video clip.mp4 -p "What happens?"
+  %(prog)s qwen3vl-2b-cpu --image receipt.jpg -p "Total?" --json-schema receipt.schema.json
+  %(prog)s qwen3vl-2b-cpu --image cat.jpg -p "Is it a cat?" --choice yes,no
+
+--json-schema, --regex and --choice hold each answer to a JSON schema, a regular expression or one
+of a few words (onnxruntime-genai's guidance); a Thinking checkpoint reasons freely first.
 
 --processor ours (the default) prepares images and videos exactly as transformers does;
 --processor stock uses onnxruntime-genai's own processor (images only; some image sizes get
 another patch grid than in transformers, see the README)."""
 
 
-class ChatError(ValueError):
+class ChatError(InputError):
     """A turn that cannot be answered; the conversation so far is kept."""
 
 
@@ -71,8 +79,10 @@ class ChatSession:
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.images: list[str] = []
         self.videos: list[str] = []
-        self._pending: tuple | None = None  # (inputs, the user turn, all images, all videos) until reply
-        self.search = json.loads((self.model_dir / "genai_config.json").read_text())["search"]
+        self._pending: tuple | None = None  # (inputs, the user turn, all images, all videos, thinking) until reply
+        folder = ExportedFolder.open(self.model_dir)
+        self.search = dict(folder.search)
+        self.checker = ConstraintChecker.for_folder(folder)
 
     def _prompt(self, messages: list[dict]) -> str:
         if self.kind == "ours":
@@ -100,47 +110,44 @@ class ChatSession:
                 f"the conversation is {length} tokens, which leaves no room for an answer within max_length {max_length}; "
                 "raise --max_length or start a new chat"
             )
-        self._pending = (inputs, turn, all_images, all_videos)
+        self._pending = (inputs, turn, all_images, all_videos, prompt.rstrip().endswith("<think>"))
         return inputs
 
-    def reply(self, inputs, options: dict, out=sys.stdout) -> tuple[str, dict]:
+    def reply(self, inputs, options: dict, out=sys.stdout, constraint: Constraint | None = None) -> tuple[str, dict]:
         """Stream the answer to ``out``; returns it and its timings (prefill = the first token).
-        ``options`` are checked first: a ChatError leaves the conversation without the turn
-        ``inputs`` prepared (and ``reply`` may be called again with other options)."""
+        ``constraint``: structured output (after the reasoning, where the prompt opened
+        ``<think>``). ``options`` and ``constraint`` are checked first: a ChatError leaves the
+        conversation without the turn ``inputs`` prepared (and ``reply`` may be called again)."""
         try:
             sampling.check_search_options(options)
+            if constraint is not None:
+                self.checker.check(constraint)
         except ValueError as exc:
             raise ChatError(str(exc)) from None
         pending, self._pending = self._pending, None
+        thinking = False
         if pending is not None and pending[0] is inputs:  # the turn joins the conversation
-            _, turn, self.images, self.videos = pending
+            _, turn, self.images, self.videos, thinking = pending
             self.messages.append(turn)
-        start = time.perf_counter()
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(**options)
-        generator = self.og.Generator(self.model, params)
-        generator.set_inputs(inputs)
+        guidance = constraint.guidance(thinking) if constraint is not None else None
+        tokens = TokenStream(self.model, inputs, options, guidance=guidance)
         stream = self.tokenizer.create_stream()
-        pieces, first = [], None
-        while not generator.is_done():
-            generator.generate_next_token()
-            if first is None:
-                first = time.perf_counter()
-            piece = stream.decode(generator.get_next_tokens()[0])
+        pieces = []
+        for token in tokens:
+            piece = stream.decode(token)
             pieces.append(piece)
             out.write(piece)
             out.flush()
         out.write("\n")
-        end = time.perf_counter()
         answer = "".join(pieces)
         self.messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-        decode = end - (first or end)
+        decode = tokens.decode_s
         timings = {
             "prompt_tokens": int(inputs["input_ids"].shape()[-1]),
-            "prefill_s": (first or end) - start,
+            "prefill_s": tokens.prefill_s,
             "tokens": len(pieces),
             "decode_tokens_per_s": (len(pieces) - 1) / decode if len(pieces) > 1 and decode > 0 else 0.0,
-            "total_s": end - start,
+            "total_s": tokens.prefill_s + decode,
         }
         return answer, timings
 
@@ -175,7 +182,40 @@ def build_parser(prog: str = "genai-qwen3vl chat") -> argparse.ArgumentParser:
     parser.add_argument(
         "--timings", action="store_true", help="after each answer: prompt tokens, prefill time (to the first token), decode tokens/s"
     )
+    held = parser.add_mutually_exclusive_group()
+    add_flag(held, "json_schema", type=Path, metavar="FILE", help="each answer is JSON valid against the JSON schema in FILE")
+    held.add_argument("--regex", help="each answer matches this regular expression (Rust regex syntax: no look-around)")
+    held.add_argument("--choice", help="each answer is one of these comma-separated words")
     return parser
+
+
+def constraint_of(args: argparse.Namespace) -> Constraint | None:
+    """The answer's structured output from --json-schema / --regex / --choice, checked against
+    the folder's tokenizer before og loads (a ChatError naming the flag and the problem)."""
+    flag = "--json-schema" if args.json_schema is not None else "--regex" if args.regex is not None else "--choice"
+    try:
+        if args.json_schema is not None:
+            try:
+                text = args.json_schema.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ChatError(f"{flag}: cannot read {args.json_schema}: {exc}") from None
+            constraint = Constraint.json_schema(text)
+        elif args.regex is not None:
+            constraint = Constraint.regex(args.regex)
+        elif args.choice is not None:
+            constraint = Constraint.choice([c.strip() for c in args.choice.split(",") if c.strip()])
+        else:
+            return None
+    except ChatError:
+        raise
+    except ValueError as exc:
+        raise ChatError(f"{flag}: {exc}") from None
+    checker = ConstraintChecker.for_folder(ExportedFolder.open(args.model))  # a FolderError of its own
+    try:
+        checker.check(constraint)
+    except ValueError as exc:
+        raise ChatError(f"{flag}: {exc}") from None
+    return constraint
 
 
 def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
@@ -208,10 +248,10 @@ def search_options(args: argparse.Namespace, defaults: dict) -> dict:
     return options
 
 
-def _turn(session: ChatSession, images, videos, text, options, timings: bool) -> None:
+def _turn(session: ChatSession, images, videos, text, options, timings: bool, constraint: Constraint | None = None) -> None:
     inputs = session.inputs(images, videos, text, options["max_length"])
     print("Assistant: ", end="", flush=True)
-    _, measured = session.reply(inputs, options)
+    _, measured = session.reply(inputs, options, constraint=constraint)
     if timings:
         print(
             f"[{measured['prompt_tokens']} prompt tokens, prefill {measured['prefill_s']:.2f} s, "
@@ -223,6 +263,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int
     args = parse_args(argv, prog)
     try:  # before the model loads
         check_paths(args.image, args.video, args.processor, args.max_decode_pixels)
+        constraint = constraint_of(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -235,7 +276,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int
     options.setdefault("max_length", 2048)
     if args.prompt is not None:
         try:
-            _turn(session, args.image, args.video, args.prompt, options, args.timings)
+            _turn(session, args.image, args.video, args.prompt, options, args.timings, constraint)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -252,7 +293,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl chat") -> int
         if not text:
             return 0
         try:
-            _turn(session, images, videos, text, options, args.timings)
+            _turn(session, images, videos, text, options, args.timings, constraint)
         except ValueError as exc:
             print(f"error: {exc}")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ImageError, InputError, VideoError
 from ..model.processor_settings import PixelSettings
 
 MAX_ASPECT_RATIO = 200
@@ -31,14 +32,20 @@ UNREADABLE_IMAGE = (OSError, SyntaxError, EOFError, struct.error, zlib.error, Va
 # pixels by default; it refuses twice that outright) answers through ``open_image`` in our words.
 MAX_DECODE_PIXELS = 8192 * 8192
 
+# the fixes the messages name for an image file that is missing or cannot be decoded
+MISSING_FIX = "check the path"
+UNREADABLE_FIX = "give a complete image file in a format PIL reads (PNG, JPEG, WebP, GIF, BMP, ...)"
 
-class ImageTooLarge(ValueError):
+
+class ImageTooLarge(ImageError):
     """An image with more pixels than the decode limit; its message names the limit's flag."""
 
-    def __init__(self, what: str, size: str | None, limit: int):
+    @classmethod
+    def of(cls, what: str, size: str | None, limit: int) -> ImageTooLarge:
+        """The error for the image ``what`` of ``size`` ("WxH", None when unknown) over ``limit``."""
         pixels = f"{size} pixels, " if size else ""
         fix = "(--max-decode-pixels); send a smaller image"
-        super().__init__(f"{what} is too large: {pixels}more than the {limit} pixels decoded here {fix}")
+        return cls(f"{what} is too large: {pixels}more than the {limit} pixels decoded here {fix}")
 
 
 @contextlib.contextmanager
@@ -54,26 +61,26 @@ def open_image(source, what: str, max_pixels: int = MAX_DECODE_PIXELS):
             opened = Image.open(source)
         except Image.DecompressionBombError:  # more than twice PIL's limit, refused before its size is known
             pil_limit = 2 * Image.MAX_IMAGE_PIXELS
-            raise ImageTooLarge(what, None, min(max_pixels, pil_limit)) from None
+            raise ImageTooLarge.of(what, None, min(max_pixels, pil_limit)) from None
         with opened:
             width, height = opened.size  # from the header
             if width * height > max_pixels:
-                raise ImageTooLarge(what, f"{width}x{height}", max_pixels)
+                raise ImageTooLarge.of(what, f"{width}x{height}", max_pixels)
             yield opened
 
 
 def check_image_size(path, max_pixels: int = MAX_DECODE_PIXELS) -> None:
-    """ValueError when the image file at ``path`` is missing, unreadable or over ``max_pixels``
+    """ImageError (a ValueError) when the image file at ``path`` is missing, unreadable or over ``max_pixels``
     (read from its header: nothing is decoded)."""
     if not Path(path).is_file():
-        raise ValueError(f"image file {path} does not exist")
+        raise ImageError(f"image file {path} does not exist; {MISSING_FIX}")
     try:
         with open_image(path, f"image file {path}", max_pixels):
             pass
     except ImageTooLarge:
         raise
     except UNREADABLE_IMAGE as exc:
-        raise ValueError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
+        raise ImageError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}); {UNREADABLE_FIX}") from None
 
 
 def smart_resize(
@@ -85,15 +92,18 @@ def smart_resize(
     t_bar, count = 1, 1
     if frames is not None:
         if frames < temporal_factor:
-            raise ValueError(f"t:{frames} must be larger than temporal_factor:{temporal_factor}")
+            raise VideoError(
+                f"t:{frames} must be larger than temporal_factor:{temporal_factor}; give a video of {temporal_factor} frames or more"
+            )
         if height < factor or width < factor:
             scale = max(factor / height, factor / width)
             height = int(height * scale)
             width = int(width * scale)
         t_bar, count = round(frames / temporal_factor) * temporal_factor, frames
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ValueError(
-            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {max(height, width) / min(height, width)}"
+        raise (ImageError if frames is None else VideoError)(
+            f"absolute aspect ratio must be smaller than {MAX_ASPECT_RATIO}, got {max(height, width) / min(height, width)}; "
+            f"crop or pad it to under {MAX_ASPECT_RATIO}:1"
         )
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
@@ -116,7 +126,7 @@ def load_image(image, max_pixels: int = MAX_DECODE_PIXELS) -> "np.ndarray":
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
-            raise ValueError(f"image file {path} does not exist")
+            raise ImageError(f"image file {path} does not exist; {MISSING_FIX}")
         try:
             with open_image(path, f"image file {path}", max_pixels) as opened:
                 opened.load()
@@ -124,7 +134,7 @@ def load_image(image, max_pixels: int = MAX_DECODE_PIXELS) -> "np.ndarray":
         except ImageTooLarge:
             raise
         except UNREADABLE_IMAGE as exc:
-            raise ValueError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc})") from None
+            raise ImageError(f"image file {path} cannot be decoded ({type(exc).__name__}: {exc}); {UNREADABLE_FIX}") from None
     if isinstance(image, Image.Image):
         has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
         if has_alpha:
@@ -134,11 +144,11 @@ def load_image(image, max_pixels: int = MAX_DECODE_PIXELS) -> "np.ndarray":
         return np.array(image.convert("RGB"))
     array = np.asarray(image)
     if array.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8 HxWx3, got dtype {array.dtype}")
+        raise ImageError(f"image arrays must be uint8 HxWx3, got dtype {array.dtype}")
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"image arrays must be HxW, HxWx3 or HxWx4 uint8, got shape {array.shape}")
+        raise ImageError(f"image arrays must be HxW, HxWx3 or HxWx4 uint8, got shape {array.shape}")
     if array.shape[-1] == 1:
         return np.repeat(array, 3, axis=-1)
     if array.shape[-1] == 4:
@@ -157,7 +167,7 @@ def resize_frames(frames: np.ndarray, height: int, width: int, resample: int, ba
     PIL's filter, or torchvision's antialiased uint8 kernel (bit-exact numpy port)."""
     if backend == "torchvision":
         if resample not in _TORCH_MODES:
-            raise ValueError(f"resample={resample} has no exact torchvision port here; use bicubic (3) or bilinear (2)")
+            raise InputError(f"resample={resample} has no exact torchvision port here; use bicubic (3) or bilinear (2)")
         from .resize import torch_like_resize
 
         return torch_like_resize(frames, height, width, mode=_TORCH_MODES[resample])
@@ -212,7 +222,7 @@ def preprocess_image(
     rgb = load_image(image, max_pixels)
     height, width = rgb.shape[:2]
     if height == 0 or width == 0:
-        raise ValueError(f"image has zero size ({width}x{height})")
+        raise ImageError(f"image has zero size ({width}x{height}); give an image of at least 1x1 pixels")
     if s.do_resize:
         new_h, new_w = smart_resize(height, width, s.factor, s.min_pixels, s.max_pixels)
         rgb = resize_frames(rgb[None], new_h, new_w, s.resample, backend)[0]

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.architectures import architecture_of_og_type
+from ..errors import FolderError, ImageError, InputError, PromptError, VideoError
+from ..model.folder import ExportedFolder
 from ..model.processor_settings import FrameSampling, image_settings, video_settings
 from .chat_template import find_chat_template, render_chat_template
 from .images import BACKENDS, MAX_DECODE_PIXELS, preprocess_image
@@ -86,7 +87,6 @@ class ProcessorOutput:
         return named_tensors(self.og_arrays())
 
 
-
 def named_tensors(arrays: dict[str, np.ndarray]):
     """``og.NamedTensors`` holding ``arrays``."""
     import onnxruntime_genai as og
@@ -105,35 +105,37 @@ class Qwen3VLProcessor:
     >>> generator.set_inputs(inputs)
     """
 
-    def __init__(self, model_dir: str | Path, image_backend: str = "pil", max_decode_pixels: int = MAX_DECODE_PIXELS):
-        """``image_backend``: which of transformers' image processor backends to reproduce:
+    def __init__(self, model_dir: str | Path | ExportedFolder, image_backend: str = "pil", max_decode_pixels: int = MAX_DECODE_PIXELS):
+        """``model_dir``: the exported folder (or its ``ExportedFolder``, already open).
+        ``image_backend``: which of transformers' image processor backends to reproduce:
         ``"pil"`` (its PIL backend, which og's stock processor also follows) or
         ``"torchvision"`` (what ``AutoProcessor`` loads by default). They differ by a few uint8
         steps after resizing. Videos always follow transformers' video processor (torchvision).
         ``max_decode_pixels``: image files with more pixels are refused from their header."""
         if image_backend not in BACKENDS:
-            raise ValueError(f"image_backend must be one of {BACKENDS}, got {image_backend!r}")
+            raise InputError(f"image_backend must be one of {BACKENDS}, got {image_backend!r}")
         self.image_backend = image_backend
         self.max_decode_pixels = max_decode_pixels
-        self.model_dir = Path(model_dir)
-        genai_path = self.model_dir / "genai_config.json"
-        model = _read(genai_path)["model"]
-        self.arch = architecture_of_og_type(model.get("type", ""), str(genai_path))
-        self.image_token_id = int(model["image_token_id"])
-        self.video_token_id = int(model["video_token_id"])
-        self.merge_size = int(model["vision"]["spatial_merge_size"])
-        self.context_length = int(model.get("context_length", 0)) or None
+        self.folder = model_dir if isinstance(model_dir, ExportedFolder) else ExportedFolder.open(model_dir)
+        self.model_dir = self.folder.path
+        self.arch = self.folder.architecture
+        self.image_token_id = self.folder.image_token_id
+        self.video_token_id = self.folder.video_token_id
+        self.merge_size = self.folder.spatial_merge_size
+        self.context_length = self.folder.context_length
         image_path = self.model_dir / "preprocessor_config.json"
         video_path = self.model_dir / "video_preprocessor_config.json"
         video_cfg = _read(video_path) if video_path.is_file() else {}
         try:
             self.image_settings = image_settings(_read(image_path))
+        except FolderError:
+            raise
         except ValueError as exc:
-            raise ValueError(f"{image_path} {exc}") from None
+            raise FolderError(f"{image_path} {exc}") from None
         try:
             self.video_settings = video_settings(video_cfg)
         except ValueError as exc:
-            raise ValueError(f"{video_path} {exc}") from None
+            raise FolderError(f"{video_path} {exc}") from None
         self.sampling = FrameSampling.from_config(video_cfg)
         from tokenizers import Tokenizer
 
@@ -155,9 +157,15 @@ class Qwen3VLProcessor:
         n_image_markers = prompt.count(self.image_pad)
         n_video_markers = prompt.count(self.video_pad)
         if n_image_markers != len(images):
-            raise ValueError(f"the prompt has {n_image_markers} image markers ({self.image_marker}) but {len(images)} images were given")
+            raise PromptError(
+                f"the prompt has {n_image_markers} image markers ({self.image_marker}) but {len(images)} images were given; "
+                "give one image per marker"
+            )
         if n_video_markers != len(videos):
-            raise ValueError(f"the prompt has {n_video_markers} video markers ({self.video_marker}) but {len(videos)} videos were given")
+            raise PromptError(
+                f"the prompt has {n_video_markers} video markers ({self.video_marker}) but {len(videos)} videos were given; "
+                "give one video per marker"
+            )
         fps_list = _per_video(video_fps, len(videos))
 
         image_rows, image_grids = [], []
@@ -165,7 +173,7 @@ class Qwen3VLProcessor:
             try:
                 rows, grid = preprocess_image(image, self.image_settings, self.image_backend, self.max_decode_pixels)
             except ValueError as exc:
-                raise ValueError(f"image {i}: {exc}") from None
+                raise _which(exc, f"image {i}", ImageError) from None
             image_rows.append(rows)
             image_grids.append(grid)
         video_rows, video_grids, stamps = [], [], []
@@ -178,7 +186,7 @@ class Qwen3VLProcessor:
                 )
                 rows, grid = preprocess_video(decoded, self.video_settings, self.sampling)
             except ValueError as exc:
-                raise ValueError(f"video {i}: {exc}") from None
+                raise _which(exc, f"video {i}", VideoError) from None
             video_rows.append(rows)
             video_grids.append(grid)
             stamps.append(frame_timestamps(decoded.indices, decoded.fps, self.video_settings.temporal_patch_size))
@@ -186,7 +194,10 @@ class Qwen3VLProcessor:
         text = self._expand(prompt, image_grids, video_grids, stamps)
         ids = np.asarray([self.tokenizer.encode(text, add_special_tokens=True).ids], dtype=np.int64)
         if self.context_length and ids.shape[1] > self.context_length:
-            raise ValueError(f"the prompt is {ids.shape[1]} tokens, longer than the model's context of {self.context_length}")
+            raise PromptError(
+                f"the prompt is {ids.shape[1]} tokens, longer than the model's context of {self.context_length}; "
+                "shorten it, or give fewer or smaller images or shorter videos"
+            )
         rows = image_rows + video_rows
         return ProcessorOutput(
             text=text,
@@ -202,7 +213,10 @@ class Qwen3VLProcessor:
         """Render transformers-style messages (content items of type text/image/video) with the
         checkpoint's chat template, as ``processor.apply_chat_template(..., tokenize=False)`` does."""
         if not self.chat_template:
-            raise ValueError(f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json)")
+            raise FolderError(
+                f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json); "
+                "copy the checkpoint's chat_template.jinja into it, or give process() a prompt of your own"
+            )
         return render_chat_template(self.chat_template, messages, add_generation_prompt, **kwargs)
 
     def with_options(self, min_pixels: int | None = None, max_pixels: int | None = None, fps: float | None = None):
@@ -223,7 +237,10 @@ class Qwen3VLProcessor:
     def _token(self, token_id: int, key: str) -> str:
         token = self.tokenizer.id_to_token(token_id)
         if token is None:
-            raise ValueError(f"{self.model_dir / 'genai_config.json'} names {key} {token_id}, which tokenizer.json does not have")
+            raise FolderError(
+                f"{self.folder.genai_config_path} names {key} {token_id}, which tokenizer.json does not have; "
+                "export the folder again with builder_qwen3vl.py"
+            )
         return token
 
     def _expand(self, prompt: str, image_grids, video_grids, stamps) -> str:
@@ -266,16 +283,22 @@ def video_prompt(grid, times, merge: int, pad: str, start: str, end: str) -> str
     return "".join(f"<{times[g]:.1f} seconds>{start}" + pad * (h * w // merge) + end for g in range(t))
 
 
+def _which(exc: ValueError, where: str, kind: type[InputError]) -> InputError:
+    """``exc``'s message led by ``where`` (which image or video of the call), as its own class
+    when that is already a ``kind`` (an ImageTooLarge stays one), else as a ``kind``."""
+    return (type(exc) if isinstance(exc, kind) else kind)(f"{where}: {exc}")
+
+
 def _per_video(value, count: int) -> list:
     if value is None or isinstance(value, (int, float)):
         return [value] * count
     values = list(value)
     if len(values) != count:
-        raise ValueError(f"video_fps has {len(values)} entries for {count} videos")
+        raise VideoError(f"video_fps has {len(values)} entries for {count} videos; give one per video, or one number for all")
     return values
 
 
 def _read(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"{path} is missing: point Qwen3VLProcessor at a folder written by builder_qwen3vl.py")
+        raise FolderError(f"{path} is missing: point Qwen3VLProcessor at a folder written by builder_qwen3vl.py")
     return json.loads(path.read_text(encoding="utf-8"))

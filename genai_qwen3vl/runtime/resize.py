@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ImageError, InputError
+
 _RADIUS = {"bicubic": 2, "bilinear": 1}
 _CHUNK = 1 << 23  # input values per batch of frames (bounds the float buffers)
 
@@ -87,8 +89,7 @@ class _Axis:
         # blocks of consecutive outputs and the input window they read (xmin, xmin + xsize rise with i)
         step = max(8, int(96 / max(scale, 1.0)))
         self.blocks = [
-            (o, min(o + step, size_out), int(xmin[o]), int((xmin + xsize)[o : o + step].max()))
-            for o in range(0, size_out, step)
+            (o, min(o + step, size_out), int(xmin[o]), int((xmin + xsize)[o : o + step].max())) for o in range(0, size_out, step)
         ]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
@@ -108,9 +109,9 @@ class _Axis:
 def torch_like_resize(frames: np.ndarray, height: int, width: int, mode: str = "bicubic") -> np.ndarray:
     """uint8 [T, H, W, C] -> uint8 [T, height, width, C], equal to torchvision's antialiased resize."""
     if mode not in _RADIUS:
-        raise ValueError(f"mode must be one of {sorted(_RADIUS)}, got {mode!r}")
+        raise InputError(f"mode must be one of {sorted(_RADIUS)}, got {mode!r}")
     if frames.dtype != np.uint8 or frames.ndim != 4 or min(height, width) < 1:
-        raise ValueError(f"expected uint8 [T, H, W, C] frames and a positive size, got {frames.dtype} {frames.shape}")
+        raise ImageError(f"expected uint8 [T, H, W, C] frames and a positive size, got {frames.dtype} {frames.shape}")
     t_all, h_in, w_in, c = frames.shape
     along_w = _Axis(w_in, width, mode) if width != w_in else None
     along_h = _Axis(h_in, height, mode) if height != h_in else None

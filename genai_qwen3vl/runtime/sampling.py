@@ -2,13 +2,15 @@
 generation call and the server's request fields all check against this table, so a value one
 entry point refuses is refused by all of them, with the same words.
 
-    check("temperature", -1)   # ValueError: 'temperature' must be >= 0.0, got -1.0
+    check("temperature", -1)   # SamplingError: 'temperature' must be >= 0.0, got -1.0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+
+from ..errors import SamplingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,19 +23,19 @@ class Bound:
     low_open: bool = False
 
     def check(self, name: str, value) -> int | float:
-        """``value`` as ``kind``, or a ValueError naming ``name``, the range and the value."""
+        """``value`` as ``kind``, or a SamplingError (a ValueError) naming ``name``, the range and the value."""
         what = "an integer" if self.kind is int else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"'{name}' must be {what}, got {value!r}")
+            raise SamplingError(f"'{name}' must be {what}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"'{name}' must be a finite number, got {value}")
+            raise SamplingError(f"'{name}' must be a finite number, got {value}")
         if self.kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"'{name}' must be {what}, got {value}")
+            raise SamplingError(f"'{name}' must be {what}, got {value}")
         value = self.kind(value)
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            raise ValueError(f"'{name}' must be {'>' if self.low_open else '>='} {self.low}, got {value}")
+            raise SamplingError(f"'{name}' must be {'>' if self.low_open else '>='} {self.low}, got {value}")
         if self.high is not None and value > self.high:
-            raise ValueError(f"'{name}' must be <= {self.high}, got {value}")
+            raise SamplingError(f"'{name}' must be <= {self.high}, got {value}")
         return value
 
 
@@ -50,7 +52,7 @@ BOUNDS = {
 
 
 def check(name: str, value) -> int | float:
-    """``value`` checked against ``BOUNDS[name]`` (a ValueError naming the problem otherwise)."""
+    """``value`` checked against ``BOUNDS[name]`` (a SamplingError naming the problem otherwise)."""
     return BOUNDS[name].check(name, value)
 
 

@@ -12,13 +12,16 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import VideoError
 from ..model.processor_settings import FrameSampling, PixelSettings
 from . import budget
-from .images import load_image, patchify, rescale_normalize, resize_frames, smart_resize
+from .images import MISSING_FIX, load_image, patchify, rescale_normalize, resize_frames, smart_resize
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VIDEO_FPS = 24.0  # what transformers assumes for frames given without a frame rate
+# the fix the messages name for a video file FFmpeg cannot read, or reads other than its header says
+REENCODE_FIX = "re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
 
 
 def frame_timestamps(indices: Sequence[int], video_fps: float, temporal_patch_size: int) -> list[float]:
@@ -28,7 +31,6 @@ def frame_timestamps(indices: Sequence[int], video_fps: float, temporal_patch_si
         indices.extend(indices[-1] for _ in range(temporal_patch_size - len(indices) % temporal_patch_size))
     times = [i / video_fps for i in indices]
     return [(times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)]
-
 
 
 @dataclasses.dataclass
@@ -62,22 +64,22 @@ def decode_video_file(path: str | Path, sampling: FrameSampling, settings: Pixel
     try:
         import av
     except ImportError:
-        raise ValueError("decoding video files needs PyAV: pip install av") from None
+        raise VideoError("decoding video files needs PyAV: pip install av") from None
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"video file {path} does not exist")
+        raise VideoError(f"video file {path} does not exist; {MISSING_FIX}")
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:  # what FFmpeg reports for a file it cannot read
-        raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
+        raise VideoError(f"video file {path} cannot be decoded ({exc}); {REENCODE_FIX}") from None
     with container:
         if not container.streams.video:
-            raise ValueError(f"video file {path} has no video stream")
+            raise VideoError(f"video file {path} has no video stream; give a file with a video track")
         stream = container.streams.video[0]
         total = int(stream.frames)
         fps = float(stream.average_rate) if stream.average_rate else None
         if total <= 0 or not fps:
-            raise ValueError(f"video file {path} does not state its frame count and frame rate")
+            raise VideoError(f"video file {path} does not state its frame count and frame rate; {REENCODE_FIX}")
         indices = sampling.indices(total, fps) if sampling.do_sample_frames else np.arange(total)
         frames, kept = None, 0  # the sampled frames only, allocated at the first one's size, filled as decoded
         try:
@@ -93,16 +95,16 @@ def decode_video_file(path: str | Path, sampling: FrameSampling, settings: Pixel
                     size = rgb.shape[:2] if settings is None else video_target_size(len(indices), *rgb.shape[:2], settings, sampling)
                     frames = np.empty((len(indices), *size, 3), dtype=np.uint8)
                 if rgb.shape != source:
-                    raise ValueError(f"video file {path} changes its frame size mid-stream")
+                    raise VideoError(f"video file {path} changes its frame size mid-stream; {REENCODE_FIX}")
                 if settings is not None and settings.do_resize:
                     rgb = resize_frames(rgb[None], *size, settings.resample, "torchvision")[0]
                 while kept < len(indices) and indices[kept] == i:
                     frames[kept] = rgb
                     kept += 1
         except av.FFmpegError as exc:
-            raise ValueError(f"video file {path} cannot be decoded ({exc})") from None
+            raise VideoError(f"video file {path} cannot be decoded ({exc}); {REENCODE_FIX}") from None
     if kept != len(indices):
-        raise ValueError(f"video file {path} has fewer decodable frames than its header states")
+        raise VideoError(f"video file {path} has fewer decodable frames than its header states; {REENCODE_FIX}")
     return Video(frames=frames, indices=indices, fps=fps, resized=settings is not None and settings.do_resize)
 
 
@@ -126,7 +128,7 @@ def video_decode_pixels(path: str | Path, sampling: FrameSampling, settings: Pix
     count = len(sampling.indices(total, float(rate)) if sampling.do_sample_frames else range(total))
     try:
         new_h, new_w = video_target_size(count, height, width, settings, sampling)
-    except ValueError:  # an aspect ratio the processor refuses: decoding says so
+    except VideoError:  # an aspect ratio the processor refuses: decoding says so
         return 0
     return count * new_h * new_w + height * width
 
@@ -134,14 +136,14 @@ def video_decode_pixels(path: str | Path, sampling: FrameSampling, settings: Pix
 def video_from_frames(frames, fps: float | None, sampling: FrameSampling) -> Video:
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"video frame arrays must be TxHxWx3 uint8, got shape {frames.shape}")
+            raise VideoError(f"video frame arrays must be TxHxWx3 uint8, got shape {frames.shape}")
         rgb = [load_image(f) for f in frames]
     else:
         rgb = [load_image(f) for f in frames]
     if not rgb:
-        raise ValueError("a video has no frames")
+        raise VideoError("a video has no frames; give one frame or more")
     if len({f.shape for f in rgb}) != 1:
-        raise ValueError("all frames of a video must have the same size")
+        raise VideoError("all frames of a video must have the same size; resize them to one size")
     if fps is None:
         log.warning("no frame rate given for a frame sequence; assuming %g fps as transformers does", DEFAULT_VIDEO_FPS)
         fps = DEFAULT_VIDEO_FPS
@@ -163,5 +165,3 @@ def preprocess_video(video: Video, s: PixelSettings, sampling: FrameSampling) ->
         chw = np.concatenate([chw, np.repeat(chw[-1:], pad, axis=0)])
     patches, gt, gh, gw = patchify(chw, s)
     return patches, (gt, gh, gw)
-
-

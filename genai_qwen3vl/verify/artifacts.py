@@ -32,9 +32,7 @@ def vision_parity(out_dir: Path, ref: Reference, grids: Sequence[Sequence[int]],
 
     pixel_values = random_pixel_values(ref.spec, grids, seed)
     grid = np.asarray(grids, dtype=np.int64)
-    got = Float32Session(Path(out_dir) / io_contract.VISION.filename).run(
-        None, {"pixel_values": pixel_values, "image_grid_thw": grid}
-    )[0]
+    got = Float32Session(Path(out_dir) / io_contract.VISION.filename).run(None, {"pixel_values": pixel_values, "image_grid_thw": grid})[0]
     with torch.no_grad():
         out = ref.model.model.get_image_features(torch.from_numpy(pixel_values).to(ref.model.dtype), torch.from_numpy(grid))
     main = torch.cat(out.pooler_output).float().numpy()
@@ -171,5 +169,3 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
             logits = logits[:, -1:]
         report["prefill" if is_prefill else f"decode.{step}"] = maxdiff(result["logits"], logits)
     return report
-
-

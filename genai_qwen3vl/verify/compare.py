@@ -71,5 +71,3 @@ def assert_within(report: dict[str, float], tolerance: float, what: str) -> None
     if bad:
         listing = ", ".join(f"{k}: {v:.3g}" for k, v in report.items())
         raise ParityError(f"{what} differs from transformers beyond {tolerance:g} in {sorted(bad)} ({listing})")
-
-

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl demo") -> int
     )
     parser.add_argument("--steps", type=int, default=24, help="tokens to generate")
     args = parser.parse_args(argv)
-    from ..cli import MissingExtraError, require_extra
+    from ..extras import MissingExtraError, require_extra
 
     try:  # it makes a checkpoint with transformers, exports it and checks it against transformers
         require_extra("verify", "the demo")
@@ -49,12 +49,13 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl demo") -> int
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
-    from ..cli import export_main
     from ..errors import ParityError
+    from ..export_command import export_main
     from ..model.precisions import target
-    from ..testing.media import make_picture
+    from ..runtime.generate import TokenStream
     from ..testing.tiny import make_tiny_checkpoint
     from . import generation
+    from .pictures import make_picture
     from .reference import Reference
 
     work = args.workdir.resolve()
@@ -75,16 +76,10 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl demo") -> int
     prompt = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
     processor = model.create_multimodal_processor()
     inputs = processor(prompt, images=og.Images.open(str(picture)))
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=int(inputs["input_ids"].shape()[-1]) + args.steps)
-    generator = og.Generator(model, params)
-    generator.set_inputs(inputs)
+    search = {"do_sample": False, "max_length": int(inputs["input_ids"].shape()[-1]) + args.steps}
     stream = tokenizer.create_stream()
-    tokens, text = [], ""
-    while not generator.is_done():
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-        text += stream.decode(tokens[-1])
+    tokens = list(TokenStream(model, inputs, search))
+    text = "".join(stream.decode(token) for token in tokens)
     print(f"   answer (random weights, so gibberish): {text!r}")
     print(f"   token ids: {tokens}")
 

@@ -5,13 +5,14 @@ at every step."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import ParityError
+from ..model.folder import ExportedFolder
+from ..runtime.generate import TokenStream
 from .compare import Diff, limit_at, maxdiff, within
 from .reference import Reference
 
@@ -68,25 +69,21 @@ def og_generate(
     video_fps=None,
     processor: str = "stock",
 ) -> Generation:
-    """Greedy generation through the stock og API: og.Model, og.GeneratorParams, og.Generator,
-    with inputs from ``og_inputs``."""
+    """Greedy generation through the stock og API: og.Model, og.GeneratorParams, og.Generator
+    (runtime.generate's TokenStream), with inputs from ``og_inputs``."""
     import onnxruntime_genai as og
 
     model = og_model(out_dir)
     inputs = og_inputs(out_dir, prompt, images, videos, video_fps, processor)
     prompt_ids = inputs["input_ids"].as_numpy().reshape(-1).astype(int).tolist()
     total = len(prompt_ids) + steps
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=total, min_length=total)
-    generator = og.Generator(model, params)
-    generator.set_inputs(inputs)
-    tokens, logits, positions = [], [], None
-    while not generator.is_done() and len(tokens) < steps:
-        generator.generate_next_token()
+    logits, positions = [], None
+    stream = TokenStream(model, inputs, {"do_sample": False, "max_length": total, "min_length": total}, lambda: len(stream.tokens) >= steps)
+    for _ in stream:
         if positions is None:
-            positions = np.array(generator.get_input("position_ids"))[:, 0, :]
-        logits.append(np.array(generator.get_output("logits")[0, -1], dtype=np.float32))
-        tokens.append(int(generator.get_next_tokens()[0]))
+            positions = np.array(stream.generator.get_input("position_ids"))[:, 0, :]
+        logits.append(np.array(stream.generator.get_output("logits")[0, -1], dtype=np.float32))
+    tokens = stream.tokens
     text = og.Tokenizer(model).decode(tokens)
     # min_length keeps eos from ending the run early; og enforces it by overwriting the eos
     # logits in the very buffer get_output returns, so those columns are not model output.
@@ -95,9 +92,7 @@ def og_generate(
 
 
 def model_eos_ids(out_dir: Path) -> list[int]:
-    config = json.loads((Path(out_dir) / "genai_config.json").read_text())
-    eos = config["model"]["eos_token_id"]
-    return eos if isinstance(eos, list) else [eos]
+    return list(ExportedFolder.open(out_dir).eos_token_ids)
 
 
 def hf_video_input(ref: Reference, video, fps: float | None = None) -> tuple[object, dict, bool]:
@@ -115,9 +110,7 @@ def hf_video_input(ref: Reference, video, fps: float | None = None) -> tuple[obj
     return frames, {"fps": fps if fps is not None else 24.0, "total_num_frames": len(frames)}, True
 
 
-def hf_generate(
-    ref: Reference, prompt: str, images: Sequence = (), steps: int = 16, videos: Sequence = (), video_fps=None
-) -> Generation:
+def hf_generate(ref: Reference, prompt: str, images: Sequence = (), steps: int = 16, videos: Sequence = (), video_fps=None) -> Generation:
     """Greedy generation with transformers' model and processor (PIL image backend; its video
     processor, which has only a torchvision backend)."""
     import torch

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import onnx_format as fmt
 from ..errors import ParityError, ReferenceStackError
+from ..model.precisions import DTYPE_NAMES
 from ..model.spec import Qwen3VLSpec
 
 # transformers releases whose Qwen3-VL processing departs from the model's released behaviour
@@ -47,9 +49,11 @@ class Reference:
 
         check_reference_release(transformers.__version__)
         spec = Qwen3VLSpec.from_checkpoint(checkpoint_dir)
-        model = spec.arch.transformers_class(spec.arch.hf_class).from_pretrained(
-            str(checkpoint_dir), dtype=torch.float32, attn_implementation="eager"
-        ).eval()
+        model = (
+            spec.architecture.transformers_class(spec.architecture.hf_class)
+            .from_pretrained(str(checkpoint_dir), dtype=torch.float32, attn_implementation="eager")
+            .eval()
+        )
         processor = AutoProcessor.from_pretrained(str(checkpoint_dir))
         # og's stock image processor mirrors transformers' PIL backend
         processor.image_processor = AutoImageProcessor.from_pretrained(str(checkpoint_dir), backend="pil")
@@ -59,28 +63,11 @@ class Reference:
 def dequantize_blocks(
     packed: np.ndarray, scales: np.ndarray, block: int, k: int, bits: int = 4, zero_points: np.ndarray | None = None
 ) -> np.ndarray:
-    """Block-wise weights as MatMulNBits, GatherBlockQuantized and QMoE store them: values of
-    ``bits`` bits packed along the last axis (low bits first), one scale per ``block`` values and
-    a zero point per block (``zero_points``, 4-bit ones packed two per byte; default
-    2^(bits-1)); returns float32 [..., k] (the blocks' padding past ``k`` cut off)."""
-    if bits == 4:
-        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)
-    elif bits == 8:
-        q = packed
-    else:
+    """``onnx_format.dequantize_blocks`` for the 4- and 8-bit weights the export writes; a
+    ParityError for any other width."""
+    if bits not in (4, 8):
         raise ParityError(f"{bits}-bit weights are not dequantized here")
-    blocks = scales.shape[-1]
-    if zero_points is None:
-        zero = np.float32(2 ** (bits - 1))
-    else:
-        if bits == 4:
-            zero_points = np.stack([zero_points & 0x0F, zero_points >> 4], axis=-1).reshape(*zero_points.shape[:-1], -1)
-        zero = np.repeat(zero_points[..., :blocks].astype(np.float32), block, axis=-1)
-    q = q.reshape(*scales.shape[:-1], -1).astype(np.float32)
-    if zero_points is not None:
-        zero = zero[..., : q.shape[-1]]
-    w = (q - zero) * np.repeat(scales.astype(np.float32), block, axis=-1)[..., : q.shape[-1]]
-    return w[..., :k]
+    return fmt.dequantize_blocks(packed, scales, block, k, bits, zero_points)
 
 
 def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
@@ -88,11 +75,9 @@ def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
     (4- or 8-bit, with or without zero points)."""
     import onnx
 
-    from ..export.quantize import read_initializers
-
     model = onnx.load(str(model_path), load_external_data=False)
-    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
-    arrays = read_initializers(model, Path(model_path).parent, [name for n in nodes for name in n.input[1:4] if name])
+    nodes = [n for n in model.graph.node if n.op_type == fmt.MATMUL_NBITS]
+    arrays = fmt.read_initializers(model, Path(model_path).parent, [name for n in nodes for name in n.input[1:4] if name])
     weights = {}
     for node in nodes:
         attrs = {a.name: a.i for a in node.attribute}
@@ -100,7 +85,7 @@ def matmulnbits_weights(model_path: Path) -> dict[str, np.ndarray]:
         scales = arrays[node.input[2]].astype(np.float32).reshape(N, -1)
         zeros = arrays[node.input[3]].reshape(N, -1) if len(node.input) > 3 and node.input[3] else None
         w = dequantize_blocks(arrays[node.input[1]].reshape(N, -1), scales, block, K, bits, zeros)
-        weights[node.input[1].rsplit("_Q", 1)[0]] = np.ascontiguousarray(w.T)
+        weights[fmt.float_name(node.input[1])] = np.ascontiguousarray(w.T)
     return weights
 
 
@@ -113,11 +98,9 @@ def qmoe_weights(model_path: Path) -> dict[int, dict[str, np.ndarray]]:
 
     import onnx
 
-    from ..export.quantize import read_initializers
-
     model = onnx.load(str(model_path), load_external_data=False)
-    nodes = [n for n in model.graph.node if n.op_type == "QMoE"]
-    arrays = read_initializers(model, Path(model_path).parent, [n.input[i] for n in nodes for i in (2, 3, 5, 6)])
+    nodes = [n for n in model.graph.node if n.op_type == fmt.QMOE]
+    arrays = fmt.read_initializers(model, Path(model_path).parent, [n.input[i] for n in nodes for i in (2, 3, 5, 6)])
     experts = {}
     for node in nodes:
         attrs = {a.name: a.i for a in node.attribute}
@@ -144,16 +127,14 @@ def embedding_table(model_path: Path) -> np.ndarray | None:
     float (a plain Gather)."""
     import onnx
 
-    from ..export.quantize import read_initializers
-
     model = onnx.load(str(model_path), load_external_data=False)
-    nodes = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    nodes = [n for n in model.graph.node if n.op_type == fmt.GATHER_BLOCK_QUANTIZED]
     if not nodes:
         return None
     node = nodes[0]
     attrs = {a.name: a.i for a in node.attribute}
     names = [node.input[0], node.input[2]] + ([node.input[3]] if len(node.input) > 3 and node.input[3] else [])
-    arrays = read_initializers(model, Path(model_path).parent, names)
+    arrays = fmt.read_initializers(model, Path(model_path).parent, names)
     data, scales = arrays[node.input[0]], arrays[node.input[2]]
     zeros = arrays[names[2]] if len(names) > 2 else None
     hidden = data.shape[1] * 8 // attrs["bits"]
@@ -208,7 +189,7 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
     graphs must compute exactly what transformers computes with them."""
     import torch
 
-    weights = quantized_text_weights(Path(out_dir), ref.spec.arch) | quantized_vision_weights(Path(out_dir), ref.spec.arch)
+    weights = quantized_text_weights(Path(out_dir), ref.spec.architecture) | quantized_vision_weights(Path(out_dir), ref.spec.architecture)
     experts = qmoe_weights(Path(out_dir) / "model.onnx")
     model = copy.deepcopy(ref.model)
     params = dict(model.named_parameters())
@@ -221,12 +202,12 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
             model.get_input_embeddings().weight = torch.nn.Parameter(torch.from_numpy(table))
         for name, w in weights.items():
             if name not in params:
-                raise ParityError(f"{out_dir}: a quantized weight {name} that transformers' {ref.spec.architecture} lacks")
+                raise ParityError(f"{out_dir}: a quantized weight {name} that transformers' {ref.spec.hf_class} lacks")
             params[name].copy_(torch.from_numpy(np.ascontiguousarray(w)))
-        layout = ref.spec.arch.experts
+        layout = ref.spec.architecture.experts
         for i, tensors in sorted(experts.items()):
             if layout is None:
-                raise ParityError(f"{out_dir}: QMoE experts in layer {i} of a {ref.spec.architecture} decoder")
+                raise ParityError(f"{out_dir}: QMoE experts in layer {i} of a {ref.spec.hf_class} decoder")
             params[layout.hf_gate_up.format(i=i)].copy_(torch.from_numpy(tensors["gate_up"]))
             params[layout.hf_down.format(i=i)].copy_(torch.from_numpy(tensors["down"]))
     return Reference(spec=ref.spec, model=model, processor=ref.processor)
@@ -234,16 +215,13 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
 
 def in_dtype(ref: Reference, dtype: str, device: str = "cpu") -> Reference:
     """A copy of the reference with its model in ``dtype`` ("fp32", "fp16", "bf16") on ``device``."""
-
-    from ..export.torch_export import torch_dtype
+    import torch
 
     if dtype == "fp32" and device == "cpu":
         return ref
     if device != "cpu":
-        import torch
-
         # fp32 means fp32 on the GPU too: cuDNN's convolutions (the vision patch embedding) default to TF32
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    model = copy.deepcopy(ref.model).to(device, torch_dtype(dtype))
+    model = copy.deepcopy(ref.model).to(device, getattr(torch, DTYPE_NAMES[dtype]))
     return Reference(spec=ref.spec, model=model, processor=ref.processor)

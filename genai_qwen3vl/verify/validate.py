@@ -12,8 +12,11 @@ check not run never counts as passed.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import errno
+import importlib.metadata
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -21,10 +24,10 @@ from pathlib import Path
 
 import onnx
 
-from ..export.graph_check import ONNX_TO_NAME
-from ..export.quantize import set_int_attribute
 from ..model import io_contract
+from ..model.folder import GENAI_CONFIG, ExportedFolder, record_validation
 from ..model.precisions import DTYPE_NAMES, PRECISIONS, Bound, Target, target
+from ..onnx_format import ONNX_TO_NAME, set_int_attribute
 from . import artifacts, generation
 from .compare import limit_at
 from .reference import Reference, dequantized_reference, in_dtype
@@ -59,13 +62,15 @@ class Row:
 
 # --------------------------------------------------------------------------- the folder
 def exported_target(out_dir: Path) -> Target:
-    """The (precision, provider) an exported folder was written for, read from the folder: the
-    decoder's provider in genai_config.json, MatMulNBits nodes (int4) or its float type."""
-    out_dir = Path(out_dir)
-    config = json.loads((out_dir / "genai_config.json").read_text())
-    providers = config["model"]["decoder"]["session_options"].get("provider_options") or []
-    provider = next(iter(providers[0]), "cpu") if providers else "cpu"
-    decoder = onnx.load(str(out_dir / io_contract.DECODER.filename), load_external_data=False)
+    """The (precision, provider) an exported folder was written for: its manifest's; for a folder
+    without one (exported before manifests), read from the folder: the decoder's provider in
+    genai_config.json, MatMulNBits nodes (int4) or its float type."""
+    folder = ExportedFolder.open(out_dir)
+    if folder.manifest is not None:
+        return target(folder.manifest.precision, folder.manifest.provider)
+    out_dir = folder.path
+    provider = folder.decoder.provider
+    decoder = onnx.load(str(out_dir / folder.decoder.filename), load_external_data=False)
     if any(n.op_type == "MatMulNBits" for n in decoder.graph.node):
         precision = "int4"
     else:
@@ -94,15 +99,15 @@ def folder_variant(out_dir: Path, work: Path, cpu_provider: bool = False, replac
     view = Path(tempfile.mkdtemp(prefix="variant-", dir=work))
     replace = replace or {}
     for item in Path(out_dir).iterdir():
-        if item.is_file() and item.name not in replace and item.name != "genai_config.json":
+        if item.is_file() and item.name not in replace and item.name != GENAI_CONFIG:
             _link_or_copy(item, view / item.name)
     for name, path in replace.items():
         shutil.copyfile(path, view / name)
-    config = json.loads((Path(out_dir) / "genai_config.json").read_text())
+    config = ExportedFolder.open(out_dir).genai_config()
     if cpu_provider:
         for section in ("decoder", "embedding", "vision"):
             config["model"][section]["session_options"]["provider_options"] = []
-    (view / "genai_config.json").write_text(json.dumps(config, indent=4))
+    (view / GENAI_CONFIG).write_text(json.dumps(config, indent=4))
     return view
 
 
@@ -184,7 +189,7 @@ def reference_for(ref: Reference, record: Target, out_dir: Path) -> Reference:
 
 # --------------------------------------------------------------------------- the checks
 def _generated_cases() -> list[tuple[str, list, list]]:
-    from ..testing.media import make_picture
+    from .pictures import make_picture
 
     def ask(*items, text):
         return [{"role": "user", "content": [*items, {"type": "text", "text": text}]}]
@@ -260,6 +265,45 @@ def summarize(rows: list[Row]) -> tuple[int, str]:
     if not_run:
         return 4, f"validation INCOMPLETE: {passed} checks passed, {len(not_run)} could not run on this machine (see the table)"
     return 0, f"validation passed: {passed} checks within tolerance"
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def validation_summary(rows: list[Row]) -> dict:
+    """What the manifest keeps of a validation: the result line, the counts, the largest
+    difference per artifact, every row, and the reference it was measured against."""
+    code, message = summarize(rows)
+    ran = [r for r in rows if r.ran]
+    worst = {a: _finite(max(r.max_diff for r in ran if r.artifact == a)) for a in dict.fromkeys(r.artifact for r in ran)}
+    return {
+        "result": {0: "passed", 3: "failed", 4: "incomplete"}[code],
+        "message": message,
+        "checks": len(rows),
+        "passed": sum(r.passed for r in rows),
+        "failed": sum(r.ran and not r.passed for r in rows),
+        "not_run": sum(not r.ran for r in rows),
+        "max_diff": worst,  # None: a mismatch that has no finite difference (tokens differ)
+        "rows": [
+            {
+                "artifact": r.artifact,
+                "case": r.case,
+                "max_diff": _finite(r.max_diff),
+                "limit": _finite(r.limit) if r.ran else None,
+                "passed": r.passed,
+                "note": r.note,
+            }
+            for r in rows
+        ],
+        "reference": {dist: importlib.metadata.version(dist) for dist in ("transformers", "torch")},
+        "validated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def record_summary(out_dir: Path, rows: list[Row]) -> bool:
+    """Put the validation's summary into the folder's manifest.json; False for a folder without one."""
+    return record_validation(out_dir, validation_summary(rows))
 
 
 def format_rows(rows: list[Row]) -> str:

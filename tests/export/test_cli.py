@@ -91,8 +91,17 @@ def test_export_shows_progress_and_overwrites(tmp_path, checkpoints):
     assert "torch.onnx" not in proc.stderr  # exporters' chatter goes to --verbose only
     names = {p.name for p in out.iterdir()}
     assert "stale.txt" not in names
-    assert {"vision.onnx", "embedding.onnx", "model.onnx", "genai_config.json", "processor_config.json",
-            "tokenizer.json", "tokenizer_config.json", "chat_template.json", "preprocessor_config.json"} <= names
+    assert {
+        "vision.onnx",
+        "embedding.onnx",
+        "model.onnx",
+        "genai_config.json",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.json",
+        "preprocessor_config.json",
+    } <= names
     assert not list(tmp_path.glob(".genai_qwen3vl-staging-*"))
 
 
@@ -132,13 +141,13 @@ def test_top_level_command_lists_its_commands():
 
 
 def test_demo_rejects_an_unknown_preset_and_lists_them():
-    proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl", "demo", "--preset", "huge"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "genai_qwen3vl", "demo", "--preset", "huge"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "invalid choice: 'huge'" in proc.stderr
     assert all(name in proc.stderr for name in ("awkward", "tied", "deep", "real_limits"))
-    helped = subprocess.run([sys.executable, "-m", "genai_qwen3vl", "demo", "--help"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    helped = subprocess.run([sys.executable, "-m", "genai_qwen3vl", "demo", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "awkward" in helped.stdout and "real_limits" in helped.stdout
 
 

@@ -94,8 +94,10 @@ def test_processor_config_follows_the_checkpoint(tmp_path, checkpoints):
     pre["resample"] = 2
     pre["do_normalize"] = False
     (ckpt / "preprocessor_config.json").write_text(json.dumps(pre))
-    ops = {t["operation"]["name"]: t["operation"].get("attrs", {}) for t in
-           configs.processor_config(Qwen3VLSpec.from_checkpoint(ckpt))["processor"]["transforms"]}
+    ops = {
+        t["operation"]["name"]: t["operation"].get("attrs", {})
+        for t in configs.processor_config(Qwen3VLSpec.from_checkpoint(ckpt))["processor"]["transforms"]
+    }
     assert ops["resize"]["min_pixels"] == 12345 and ops["resize"]["max_pixels"] == 654321
     assert ops["resize"]["interpolation"] == "LINEAR"
     assert "normalize" not in ops
@@ -103,7 +105,9 @@ def test_processor_config_follows_the_checkpoint(tmp_path, checkpoints):
     pre.pop("size")
     pre["min_pixels"], pre["max_pixels"] = 1000, 2000  # legacy keys
     (ckpt / "preprocessor_config.json").write_text(json.dumps(pre))
-    ops = {t["operation"]["name"]: t["operation"].get("attrs", {}) for t in
-           configs.processor_config(Qwen3VLSpec.from_checkpoint(ckpt))["processor"]["transforms"]}
+    ops = {
+        t["operation"]["name"]: t["operation"].get("attrs", {})
+        for t in configs.processor_config(Qwen3VLSpec.from_checkpoint(ckpt))["processor"]["transforms"]
+    }
     assert (ops["resize"]["min_pixels"], ops["resize"]["max_pixels"]) == (1000, 2000)
     assert ops["normalize"]["mean"] == [0.1, 0.2, 0.3] and ops["normalize"]["std"] == [0.4, 0.5, 0.6]

@@ -1,4 +1,4 @@
-"""The hostile-checkpoint suite (issue 19): each case copies a session-built tiny checkpoint,
+"""The hostile-checkpoint suite: each case copies a session-built tiny checkpoint,
 damages it as a broken download or an attacker would, and runs the exporter's command line in a
 fresh process under an address-space limit. Every case must end with exit 2, one error line
 naming the problem (no traceback), nothing at the output path, and little memory: the refusal
@@ -290,9 +290,9 @@ def test_expected_tensors_are_transformers_parameters(checkpoints):
 
     for preset in ("awkward", "tied", "moe", "moe_hub"):
         spec = Qwen3VLSpec.from_checkpoint(checkpoints(preset))
-        config = getattr(transformers, spec.arch.config_class).from_pretrained(checkpoints(preset))
+        config = getattr(transformers, spec.architecture.config_class).from_pretrained(checkpoints(preset))
         with torch.device("meta"):
-            model = spec.arch.transformers_class(spec.arch.hf_class)(config)
+            model = spec.architecture.transformers_class(spec.architecture.hf_class)(config)
         params = {name: tuple(p.shape) for name, p in model.state_dict().items() if name != "lm_head.weight"}
         expected = dict(expected_tensors(spec, "model.language_model.", "model.visual."))
         assert set(expected) == set(params), preset

@@ -23,7 +23,11 @@ class Export:
     def __init__(self, checkpoint, out, env=None):
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(checkpoint), "-o", str(out), "-p", "fp32", "-e", "cpu"],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT, start_new_session=True,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
             env={**os.environ, **(env or {})},
         )
         self.start = time.monotonic()
@@ -82,9 +86,15 @@ def test_ctrl_c_at_any_point_exits_130_and_writes_nothing(checkpoints, tmp_path)
             assert rc == 0 and (out / "genai_config.json").is_file(), log
             continue
         sent += 1
+        assert "Traceback" not in log, log
+        if f"wrote {out}" in log:  # it arrived once the export was published: the export stands
+            assert (out / "genai_config.json").is_file(), log
+            # during the interpreter's teardown it is ignored (exit 0); before that, exit 130 says so
+            last = log.rstrip().splitlines()[-1]
+            assert rc == 0 or (rc == 130 and last == f"interrupted: the export at {out} is complete"), f"{kind} {when}: exit {rc}\n{log}"
+            continue
         assert rc == 130, f"{kind} {when}: exit {rc}\n{log}"
         assert log.rstrip().splitlines()[-1] == "interrupted: nothing was written to the output folder", log
-        assert "Traceback" not in log, log
         assert not out.exists(), f"{kind} {when}: {sorted(p.name for p in out.iterdir())}"
         assert not list(tmp_path.glob(".genai_qwen3vl-staging-*")), f"{kind} {when}: a staging folder is left"
     assert sent >= len(points) - 1, f"only {sent} of {len(points)} interrupts arrived before the export ended"

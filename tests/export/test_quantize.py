@@ -12,8 +12,14 @@ from genai_qwen3vl.model.precisions import QuantLayout
 
 def _nodes(model):
     return [
-        (n.op_type, n.domain, n.name, list(n.input), list(n.output),
-         sorted((a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute))
+        (
+            n.op_type,
+            n.domain,
+            n.name,
+            list(n.input),
+            list(n.output),
+            sorted((a.name, onnx.helper.get_attribute_value(a)) for a in n.attribute),
+        )
         for n in model.graph.node
     ]
 
@@ -60,14 +66,20 @@ def _one_matmul(folder, name, w):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"], name=name)], "g",
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name=name)],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, w.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, w.shape[1]])],
         [numpy_helper.from_array(w, "W")],
     )
     path = folder / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
-              save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(path),
+        save_as_external_data=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
     return path
 
 
@@ -110,14 +122,20 @@ def test_embedding_table_lookup_is_the_dequantized_table(bits, block, symmetric,
 
     table = np.random.default_rng(5).standard_normal((50, 48)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="/embed/Gather")], "g",
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="/embed/Gather")],
+        "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "s"])],
         [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, "s", 48])],
         [numpy_helper.from_array(table, "table")],
     )
     path = tmp_path / "embedding.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path),
-              save_as_external_data=True, location="embedding.onnx.data", size_threshold=0)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]),
+        str(path),
+        save_as_external_data=True,
+        location="embedding.onnx.data",
+        size_threshold=0,
+    )
     quantize_embedding_table(path, bits, QuantLayout(block, symmetric=symmetric))
     model = onnx.load(str(path), load_external_data=False)
     assert [n.op_type for n in model.graph.node] == ["GatherBlockQuantized"]

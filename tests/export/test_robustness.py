@@ -89,7 +89,11 @@ def _start_export(ckpt, out, env=None):
     # a session of its own: the test can signal its process group as a terminal's Ctrl-C does
     return subprocess.Popen(
         [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(ckpt), "-o", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
     )
 
 
@@ -147,7 +151,10 @@ def test_stages_in_their_own_processes_give_the_same_export(tmp_path, checkpoint
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "builder_qwen3vl.py"), "-i", str(checkpoints("awkward")), "-o", str(out)],
-        capture_output=True, text=True, env={**os.environ, "GENAI_QWEN3VL_ISOLATE_STAGES": "1"}, timeout=600,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GENAI_QWEN3VL_ISOLATE_STAGES": "1"},
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "constant folding" not in proc.stderr and "torch.onnx" not in proc.stderr  # library chatter stays out
@@ -168,8 +175,6 @@ def test_full_disk_leaves_nothing(tmp_path, checkpoints):
         assert not out.exists() and not list(mount.glob(".genai_qwen3vl-staging-*"))
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
-
-
 
 
 def _without_tensor(src, dst, prefix: str):
@@ -224,7 +229,7 @@ def test_verbose_shows_the_stage_process_traceback(tmp_path, checkpoints):
     assert "(in the stage process)" in verbose.stderr and "in build_vision_model" in verbose.stderr, verbose.stderr[-3000:]
 
 
-def test_only_file_problems_are_reported_as_file_problems(checkpoints, monkeypatch):
+def test_only_file_problems_are_reported_as_file_problems(tmp_path, checkpoints, monkeypatch):
     """A corrupt file says "re-download it"; anything else (here an injected MemoryError while
     reading) is not turned into that advice."""
     import safetensors
@@ -239,7 +244,7 @@ def test_only_file_problems_are_reported_as_file_problems(checkpoints, monkeypat
     with pytest.raises(MemoryError, match="injected"):
         load_submodule_state(checkpoints("awkward"), ("model.visual.",), None)
     monkeypatch.undo()
-    bad = _overlapping_offsets(checkpoints("awkward"), checkpoints("awkward").parent / "corrupt")
+    bad = _overlapping_offsets(checkpoints("awkward"), tmp_path / "corrupt")
     with pytest.raises(CheckpointError, match="truncated or corrupt, re-download it"):
         load_submodule_state(bad, ("model.visual.",), None)
 

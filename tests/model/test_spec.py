@@ -66,7 +66,7 @@ def _rope(cfg):
         (lambda c: c["text_config"].pop("head_dim"), "head_dim"),
         (lambda c: c["text_config"].update(num_key_value_heads=4), "num_key_value_heads"),
         (lambda c: _rope(c).update(rope_type="yarn"), "rope_type 'yarn'"),
-        # issue 19 item 23: types and bounds checked when parsed, each named
+        # types and bounds checked when parsed, each named
         (lambda c: c["text_config"].update(hidden_size="40"), "hidden_size must be a whole number, got '40' (a string)"),
         (lambda c: c["text_config"].update(num_hidden_layers=10**9), "num_hidden_layers=1000000000 must be at least 1 and at most 1024"),
         (lambda c: c["vision_config"].update(depth=True), "depth must be a whole number"),

@@ -64,8 +64,11 @@ def test_prompt_longer_than_max_length_is_one_line_and_keeps_the_conversation(ex
     proc = run_chat("-m", out, "--greedy", "--max_length", 120, stdin=turns)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    events = [line for line in proc.stdout.replace("Assistant: ", "\nAssistant: ").splitlines()
-              if line.startswith("Assistant: ") or "error: " in line]
+    events = [
+        line
+        for line in proc.stdout.replace("Assistant: ", "\nAssistant: ").splitlines()
+        if line.startswith("Assistant: ") or "error: " in line
+    ]
     assert [e.startswith("Assistant: ") for e in events] == [True, False, True], events
     assert "error: the conversation is " in events[1] and "raise --max_length" in events[1]
 

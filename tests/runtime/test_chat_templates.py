@@ -37,23 +37,29 @@ CASES = {
     "text": ([{"role": "user", "content": "Hi"}], None),
     "system": ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}], None),
     "system_parts_and_tools": (
-        [{"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": " Very."}]},
-         {"role": "user", "content": "Weather?"}],
+        [
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": " Very."}]},
+            {"role": "user", "content": "Weather?"},
+        ],
         TOOLS,
     ),
     "tools_without_system": ([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where?"}]}], TOOLS),
     "tool_calls_and_responses": (TOOL_TURNS, TOOLS),
     "tool_call_without_content": (
-        [{"role": "user", "content": "Weather?"},
-         {"role": "assistant", "content": "", "tool_calls": _CALLS[:1]},
-         {"role": "tool", "content": "sunny"}],
+        [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "", "tool_calls": _CALLS[:1]},
+            {"role": "tool", "content": "sunny"},
+        ],
         TOOLS,
     ),
     "multi_turn_images": (
-        [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}, {"type": "text", "text": "A?"}]},
-         {"role": "assistant", "content": "<think>\nr\n</think>\n\nB."},
-         {"role": "system", "content": "Later system."},
-         {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "C?"}]}],
+        [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}, {"type": "text", "text": "A?"}]},
+            {"role": "assistant", "content": "<think>\nr\n</think>\n\nB."},
+            {"role": "system", "content": "Later system."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "C?"}]},
+        ],
         None,
     ),
 }

@@ -171,8 +171,9 @@ def test_image_and_video_in_one_prompt(setups, reference):
     prompt = _prompt(VID, "then", IMG)
     out = ours.process(prompt, images=[image], videos=[frames], video_fps=4.0)
     video, meta, sample = hf_video_input(reference("awkward"), frames, 4.0)
-    ref = pil(text=[prompt], images=[Image.fromarray(image)], videos=[video], video_metadata=[meta],
-              do_sample_frames=sample, return_tensors="np")
+    ref = pil(
+        text=[prompt], images=[Image.fromarray(image)], videos=[video], video_metadata=[meta], do_sample_frames=sample, return_tensors="np"
+    )
     assert out.input_ids.tolist() == ref["input_ids"].tolist()
     assert out.image_grid_thw.tolist() == ref["image_grid_thw"].tolist()
     assert out.video_grid_thw.tolist() == ref["video_grid_thw"].tolist()
@@ -181,7 +182,6 @@ def test_image_and_video_in_one_prompt(setups, reference):
     assert _maxdiff(out.pixel_values[:n_image_rows], ref["pixel_values"]) <= PIXEL_TOL
     assert _maxdiff(out.pixel_values[n_image_rows:], ref["pixel_values_videos"]) <= PIXEL_TOL
     assert out.og_grid().tolist() == ref["image_grid_thw"].tolist() + [[1, 4, 6]] * int(ref["video_grid_thw"][0, 0])
-
 
 
 # prompts with videos in every place: a video between two images, two videos, vLLM's bare pad
@@ -207,11 +207,17 @@ def test_video_prompt_layouts_match_transformers(layout, setups, reference):
     prompt = _prompt(*markers)
     out = ours.process(prompt, images=images, videos=[f for f, _ in clips], video_fps=[fps for _, fps in clips])
     hf = [hf_video_input(reference("awkward"), f, fps) for f, fps in clips]
-    ref = pil(text=[prompt], images=[Image.fromarray(i) for i in images] or None, videos=[v for v, _, _ in hf],
-              video_metadata=[m for _, m, _ in hf], do_sample_frames=hf[0][2], return_tensors="np")
+    ref = pil(
+        text=[prompt],
+        images=[Image.fromarray(i) for i in images] or None,
+        videos=[v for v, _, _ in hf],
+        video_metadata=[m for _, m, _ in hf],
+        do_sample_frames=hf[0][2],
+        return_tensors="np",
+    )
     assert out.input_ids.tolist() == ref["input_ids"].tolist()
     assert out.video_grid_thw.tolist() == ref["video_grid_thw"].tolist()
-    assert _maxdiff(out.pixel_values[len(out.pixel_values) - len(ref["pixel_values_videos"]):], ref["pixel_values_videos"]) <= PIXEL_TOL
+    assert _maxdiff(out.pixel_values[len(out.pixel_values) - len(ref["pixel_values_videos"]) :], ref["pixel_values_videos"]) <= PIXEL_TOL
 
 
 def test_video_prompt_is_the_released_format_literally(setups):

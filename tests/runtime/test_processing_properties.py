@@ -37,9 +37,7 @@ def test_matches_transformers_or_raises_value_error(pair, sizes, extra_markers, 
     markers = max(0, len(arrays) + extra_markers)
     prompt = "<|im_start|>user\n" + IMG * markers + "Describe.<|im_end|>\n"
     ours, our_error = _outcome(lambda: ours_proc.process(prompt, images=arrays or None))
-    theirs, their_error = _outcome(
-        lambda: hf_proc(text=[prompt], images=[Image.fromarray(a) for a in arrays] or None, return_tensors="np")
-    )
+    theirs, their_error = _outcome(lambda: hf_proc(text=[prompt], images=[Image.fromarray(a) for a in arrays] or None, return_tensors="np"))
     if their_error is not None or our_error is not None:
         assert our_error is not None and their_error is not None, (our_error, their_error)
         return

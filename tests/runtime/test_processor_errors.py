@@ -22,6 +22,7 @@ def processor(exported):
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims width x height and which holds no pixel data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -14,11 +14,16 @@ from ..helpers import ROOT
 # what only the export and verify tiers may import
 EXPORT_ONLY = ("torch", "torchvision", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors", "huggingface_hub")
 # the modules that make up the runtime and what it stands on
-RUNTIME_FILES = ["genai_qwen3vl/__init__.py", "genai_qwen3vl/__main__.py", "genai_qwen3vl/cli.py", "genai_qwen3vl/errors.py",
-                 "genai_qwen3vl/logs.py", *sorted(str(p.relative_to(ROOT)) for d in ("runtime", "model")
-                                                  for p in (ROOT / "genai_qwen3vl" / d).glob("*.py"))]
+RUNTIME_FILES = [
+    "genai_qwen3vl/__init__.py",
+    "genai_qwen3vl/__main__.py",
+    "genai_qwen3vl/cli.py",
+    "genai_qwen3vl/errors.py",
+    "genai_qwen3vl/logs.py",
+    *sorted(str(p.relative_to(ROOT)) for d in ("runtime", "model") for p in (ROOT / "genai_qwen3vl" / d).glob("*.py")),
+]
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import importlib, importlib.abc, pkgutil, sys
 
 BLOCKED = set(sys.argv[1].split(","))
@@ -64,14 +69,17 @@ assert rc == 0, rc
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 assert not loaded, loaded
 print("RUNTIME-ALONE-OK")
-'''
+"""
 
 
 def test_running_an_exported_folder_never_imports_torch(exported, image_file, tmp_path):
     video = write_video(tmp_path / "clip.mp4", make_frames(6, 64, 96), fps=4)
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), str(video), str(image_file(96, 128, 1))],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RUNTIME-ALONE-OK" in proc.stdout
@@ -125,7 +133,9 @@ def test_the_server_imports_only_the_runtime_and_the_serve_extra():
     assert len(SERVE_FILES) >= 7
 
 
-_SERVE_SCRIPT = _SCRIPT.split("if video == \"frames\"")[0] + r'''
+_SERVE_SCRIPT = (
+    _SCRIPT.split('if video == "frames"')[0]
+    + r"""
 import threading
 from pathlib import Path
 from genai_qwen3vl.runtime.serve.app import create_app, ServeOptions
@@ -142,12 +152,17 @@ assert done.wait(60) and messages == ["token", "token", "done"], messages
 engine.worker.close()
 assert "torch" not in sys.modules
 print("SERVE-ALONE-OK")
-'''
+"""
+)
 
 
 def test_the_server_runs_without_torch(exported):
-    proc = subprocess.run([sys.executable, "-c", _SERVE_SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), "frames", "-"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERVE_SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), "frames", "-"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SERVE-ALONE-OK" in proc.stdout
 
@@ -164,22 +179,28 @@ def test_a_plain_install_in_a_fresh_venv_runs_an_exported_folder(exported, image
     assert absent.returncode != 0 and "No module named 'torch'" in absent.stderr
     proc = subprocess.run(
         [str(python), "-c", _SCRIPT, ",".join(EXPORT_ONLY), str(exported("awkward")), "frames", str(image_file(96, 128, 1))],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RUNTIME-ALONE-OK" in proc.stdout
     # what needs an extra says which, in one line
-    for command, line in ((["export", "-i", tmp_path, "-o", tmp_path / "out"], "exporting a checkpoint needs the export extra"),
-                          (["demo", "--workdir", tmp_path / "demo"], "the demo needs the verify extra")):
-        proc = subprocess.run([str(python), "-m", "genai_qwen3vl", *map(str, command)], capture_output=True, text=True, timeout=120,
-                              cwd=tmp_path)
+    for command, line in (
+        (["export", "-i", tmp_path, "-o", tmp_path / "out"], "exporting a checkpoint needs the export extra"),
+        (["demo", "--workdir", tmp_path / "demo"], "the demo needs the verify extra"),
+    ):
+        proc = subprocess.run(
+            [str(python), "-m", "genai_qwen3vl", *map(str, command)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: {line} (torch is not installed)"), proc.stderr
         assert proc.stderr.count("\n") == 1, proc.stderr
 
 
 # runs a command (argv[2:]: a script path or a module name) with the modules named in argv[1]
 # absent, as in an installation without the extra that brings them
-_ABSENT = r'''
+_ABSENT = r"""
 import importlib.abc, runpy, sys
 
 ABSENT = set(sys.argv[1].split(","))
@@ -196,12 +217,13 @@ if sys.argv[0].endswith(".py"):
     runpy.run_path(sys.argv[0], run_name="__main__")
 else:
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-'''
+"""
 
 
 def _without(absent: str, *command) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _ABSENT, absent, *map(str, command)], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", _ABSENT, absent, *map(str, command)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
 
 
 def test_a_missing_extra_is_one_line_naming_it(checkpoints, tmp_path):
@@ -210,12 +232,22 @@ def test_a_missing_extra_is_one_line_naming_it(checkpoints, tmp_path):
     out = tmp_path / "out"
     cases = [
         ("onnx", [ROOT / "builder_qwen3vl.py", "-i", checkpoints("awkward"), "-o", out], "exporting a checkpoint", "export", "onnx"),
-        ("transformers", ["genai_qwen3vl", "export", "-i", checkpoints("awkward"), "-o", out], "exporting a checkpoint", "export",
-         "transformers"),
+        (
+            "transformers",
+            ["genai_qwen3vl", "export", "-i", checkpoints("awkward"), "-o", out],
+            "exporting a checkpoint",
+            "export",
+            "transformers",
+        ),
         ("torch,transformers,onnx", ["genai_qwen3vl", "demo", "--workdir", tmp_path / "demo"], "the demo", "verify", "torch"),
         ("torchvision", ["genai_qwen3vl", "demo", "--workdir", tmp_path / "demo"], "the demo", "verify", "torchvision"),
-        ("torchvision", [ROOT / "builder_qwen3vl.py", "-i", checkpoints("awkward"), "-o", out, "--validate"], "--validate", "verify",
-         "torchvision"),
+        (
+            "torchvision",
+            [ROOT / "builder_qwen3vl.py", "-i", checkpoints("awkward"), "-o", out, "--validate"],
+            "--validate",
+            "verify",
+            "torchvision",
+        ),
     ]
     for absent, command, what, extra, module in cases:
         proc = _without(absent, *command)

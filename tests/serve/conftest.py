@@ -41,8 +41,9 @@ def media_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def served(exported, media_dir, tmp_path_factory):
     """The tiny fp32 export served with one generation slot; local media from ``media_dir``."""
-    server = ServerProcess(exported(PRESET), "--allowed-media-dir", str(media_dir), "--max-queue", "64",
-                           log_dir=tmp_path_factory.mktemp("server_logs"))
+    server = ServerProcess(
+        exported(PRESET), "--allowed-media-dir", str(media_dir), "--max-queue", "64", log_dir=tmp_path_factory.mktemp("server_logs")
+    )
     with server:
         yield server
 

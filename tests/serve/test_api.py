@@ -15,9 +15,16 @@ from genai_qwen3vl.testing.tiny import SCRIPTED_REASONING, SCRIPTED_TOOL_JSON
 
 from .conftest import picture_url
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city now",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city now",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 CALL = json.loads(SCRIPTED_TOOL_JSON)
 
@@ -59,8 +66,9 @@ def _stream(client, **kwargs) -> dict:
 
 
 def test_reasoning_and_tool_call(sclient, hf_processor):
-    r = sclient.chat.completions.create(model="qwen3-vl-scripted", messages=ASK, tools=TOOLS, temperature=0,
-                                        extra_body={"return_token_ids": True})
+    r = sclient.chat.completions.create(
+        model="qwen3-vl-scripted", messages=ASK, tools=TOOLS, temperature=0, extra_body={"return_token_ids": True}
+    )
     choice = r.choices[0]
     assert r.model_extra["prompt_token_ids"] == _hf_prompt_ids(hf_processor, ASK, TOOLS)
     assert choice.message.model_extra["reasoning_content"] == SCRIPTED_REASONING
@@ -85,11 +93,15 @@ def test_tool_round_trip(sclient, hf_processor):
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump(include={"id", "type", "function"})]},
         {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
     ]
-    second = sclient.chat.completions.create(model="qwen3-vl-scripted", messages=messages, tools=TOOLS, temperature=0,
-                                             extra_body={"return_token_ids": True})
+    second = sclient.chat.completions.create(
+        model="qwen3-vl-scripted", messages=messages, tools=TOOLS, temperature=0, extra_body={"return_token_ids": True}
+    )
     hf_messages = ASK + [
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"type": "function", "function": {"name": CALL["name"], "arguments": CALL["arguments"]}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"type": "function", "function": {"name": CALL["name"], "arguments": CALL["arguments"]}}],
+        },
         {"role": "tool", "content": "Sunny, 21 C"},
     ]
     expected = _hf_prompt_ids(hf_processor, hf_messages, TOOLS)
@@ -109,8 +121,13 @@ def test_without_tools_the_call_stays_text(sclient):
 
 
 def test_enable_thinking_false_through_chat_template_kwargs(sclient, hf_processor):
-    r = sclient.chat.completions.create(model="qwen3-vl-scripted", messages=ASK, tools=TOOLS, temperature=0,
-                                        extra_body={"chat_template_kwargs": {"enable_thinking": False}, "return_token_ids": True})
+    r = sclient.chat.completions.create(
+        model="qwen3-vl-scripted",
+        messages=ASK,
+        tools=TOOLS,
+        temperature=0,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}, "return_token_ids": True},
+    )
     assert r.model_extra["prompt_token_ids"] == _hf_prompt_ids(hf_processor, ASK, TOOLS, enable_thinking=False)
     assert "reasoning_content" not in r.choices[0].message.model_extra  # the template closed thinking: no reasoning
     assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.tool_calls[0].function.name == CALL["name"]
@@ -124,8 +141,11 @@ def test_stop_string(sclient, stream):
         reasoning, finish, tokens = out["reasoning"], out["finish"], out["usage"].completion_tokens
     else:
         r = sclient.chat.completions.create(**kwargs)
-        reasoning, finish, tokens = (r.choices[0].message.model_extra["reasoning_content"], r.choices[0].finish_reason,
-                                     r.usage.completion_tokens)
+        reasoning, finish, tokens = (
+            r.choices[0].message.model_extra["reasoning_content"],
+            r.choices[0].finish_reason,
+            r.usage.completion_tokens,
+        )
     assert reasoning == SCRIPTED_REASONING[: SCRIPTED_REASONING.index("in Paris")]
     assert finish == "stop" and tokens == 1  # the first token holds the stop string: generation ends there
 
@@ -148,14 +168,26 @@ def test_seed_reproducibility(client):
     model = client.models.list().data[0].id
 
     def sample(seed):
-        r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Write a poem."}], max_tokens=16,
-                                           temperature=1.0, top_p=1.0, seed=seed, extra_body={"return_token_ids": True, "top_k": 0})
+        r = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Write a poem."}],
+            max_tokens=16,
+            temperature=1.0,
+            top_p=1.0,
+            seed=seed,
+            extra_body={"return_token_ids": True, "top_k": 0},
+        )
         return r.choices[0].model_extra["token_ids"]
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
-    greedy = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Write a poem."}], max_tokens=16,
-                                            temperature=0, extra_body={"return_token_ids": True})
+    greedy = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Write a poem."}],
+        max_tokens=16,
+        temperature=0,
+        extra_body={"return_token_ids": True},
+    )
     assert sample(7) != greedy.choices[0].model_extra["token_ids"]  # sampling really sampled
 
 
@@ -165,8 +197,16 @@ def test_mm_processor_kwargs_set_the_image_budget_and_fps(client, served):
     h, w = 300, 420
 
     def prompt_tokens(mm=None):
-        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": picture_url(h, w, 5)}}, {"type": "text", "text": "Describe."}]}]}
+        body = {
+            "model": model,
+            "max_tokens": 1,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": picture_url(h, w, 5)}}, {"type": "text", "text": "Describe."}],
+                }
+            ],
+        }
         if mm:
             body["mm_processor_kwargs"] = mm
         r = httpx.post(f"{served.base_url}/v1/chat/completions", json=body, timeout=60)
@@ -198,8 +238,14 @@ def test_models_health_metrics(client, served):
     assert health["status"] == "ok"
     client.chat.completions.create(model=models.data[0].id, messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
     text = httpx.get(f"{served.base_url}/metrics").text
-    for name in ("genai_qwen3vl_requests_total", "genai_qwen3vl_queue_length", "genai_qwen3vl_prompt_tokens_total",
-                 "genai_qwen3vl_generation_tokens_total", "genai_qwen3vl_time_to_first_token_seconds_bucket",
-                 "genai_qwen3vl_decode_tokens_per_second_bucket", "genai_qwen3vl_running"):
+    for name in (
+        "genai_qwen3vl_requests_total",
+        "genai_qwen3vl_queue_length",
+        "genai_qwen3vl_prompt_tokens_total",
+        "genai_qwen3vl_generation_tokens_total",
+        "genai_qwen3vl_time_to_first_token_seconds_bucket",
+        "genai_qwen3vl_decode_tokens_per_second_bucket",
+        "genai_qwen3vl_running",
+    ):
         assert name in text, name
     assert 'genai_qwen3vl_requests_total{path="/v1/chat/completions",status="200"}' in text

@@ -19,7 +19,7 @@ PROMPTS = ["Write a poem.", "Describe this image in detail.", "Count the cats, t
 # tokens each burst request generates: a request is prepared only once it holds a slot, so the queue fills only
 # while the slots are busy generating (a reply ending after a few tokens frees them faster than 32 clients connect)
 BURST = 300
-LONG = 6000  # tokens (min_tokens too): long enough to be mid-stream when the client acts (the tiny model writes ~3000 tokens/s)
+LONG = 6000  # tokens (min_tokens too): long enough to be mid-stream when the client acts (the tiny model writes thousands of tokens/s)
 
 
 def _ask(base_url: str, prompt: str, max_tokens: int, **extra) -> httpx.Response:
@@ -87,8 +87,13 @@ def test_burst_of_32_clients_gets_answers_or_429(busy):
 
 def test_disconnect_mid_stream_frees_the_slot(exported, tmp_path):
     with ServerProcess(exported(PRESET), "--max-concurrency", "1", "--max-queue", "4", log_dir=tmp_path) as server:
-        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": LONG, "min_tokens": LONG, "temperature": 0,
-                "stream": True}
+        body = {
+            "messages": [{"role": "user", "content": PROMPTS[0]}],
+            "max_tokens": LONG,
+            "min_tokens": LONG,
+            "temperature": 0,
+            "stream": True,
+        }
         with httpx.Client(timeout=60) as c, c.stream("POST", f"{server.base_url}/v1/chat/completions", json=body) as r:
             lines = r.iter_lines()
             for _ in range(6):
@@ -108,8 +113,14 @@ def test_disconnect_mid_stream_frees_the_slot(exported, tmp_path):
 
 def test_sigterm_drains_the_request_in_flight_then_exits(exported, tmp_path):
     server = ServerProcess(exported(PRESET), "--max-concurrency", "1", log_dir=tmp_path).wait_ready()
-    body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": LONG, "min_tokens": LONG, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "messages": [{"role": "user", "content": PROMPTS[0]}],
+        "max_tokens": LONG,
+        "min_tokens": LONG,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     events = []
     with httpx.Client(timeout=120) as c, c.stream("POST", f"{server.base_url}/v1/chat/completions", json=body) as r:
         lines = r.iter_lines()
@@ -120,7 +131,7 @@ def test_sigterm_drains_the_request_in_flight_then_exits(exported, tmp_path):
             httpx.get(f"{server.base_url}/health", timeout=5)
         events += [line for line in lines if line]
     assert events[-1] == "data: [DONE]"
-    usage = httpx.Response(200, content=events[-2][len("data: "):]).json()["usage"]
+    usage = httpx.Response(200, content=events[-2][len("data: ") :]).json()["usage"]
     finish = [e for e in events if '"finish_reason": "' in e]
     assert finish and ('"length"' in finish[-1] or '"stop"' in finish[-1])
     assert usage["completion_tokens"] > 0
@@ -133,8 +144,13 @@ def test_timeout(exported, tmp_path):
     with ServerProcess(exported(PRESET), "--timeout", "0.3", log_dir=tmp_path) as server:
         r = _ask(server.base_url, PROMPTS[0], LONG, min_tokens=LONG)
         assert r.status_code == 408 and r.json()["error"]["code"] == "timeout", r.text
-        body = {"messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": LONG, "min_tokens": LONG, "temperature": 0,
-                "stream": True}
+        body = {
+            "messages": [{"role": "user", "content": PROMPTS[0]}],
+            "max_tokens": LONG,
+            "min_tokens": LONG,
+            "temperature": 0,
+            "stream": True,
+        }
         with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as s:
             lines = [line for line in s.iter_lines() if line]
         assert lines[-1] == "data: [DONE]" and '"code": "timeout"' in lines[-2], lines[-2:]

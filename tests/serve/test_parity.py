@@ -40,29 +40,52 @@ def _cases(media_dir):
         "system_and_text": (
             [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Count the cats."}],
             [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": [_text("Count the cats.")]}],
-            [], None,
+            [],
+            None,
         ),
-        "one_image": ([{"role": "user", "content": [_image(picture_url(96, 128, 1)), _text("Describe.")]}],
-                      [{"role": "user", "content": [IMG, _text("Describe.")]}], [(96, 128, 1)], None),
+        "one_image": (
+            [{"role": "user", "content": [_image(picture_url(96, 128, 1)), _text("Describe.")]}],
+            [{"role": "user", "content": [IMG, _text("Describe.")]}],
+            [(96, 128, 1)],
+            None,
+        ),
         "two_images": (
             [{"role": "user", "content": [_image(picture_url(96, 128, 2)), _image(picture_url(64, 200, 3)), _text("Compare.")]}],
-            [{"role": "user", "content": [IMG, IMG, _text("Compare.")]}], [(96, 128, 2), (64, 200, 3)], None,
+            [{"role": "user", "content": [IMG, IMG, _text("Compare.")]}],
+            [(96, 128, 2), (64, 200, 3)],
+            None,
         ),
         "image_in_earlier_turn": (
-            [{"role": "user", "content": [_image(picture_url(96, 128, 4)), _text("Describe.")]},
-             {"role": "assistant", "content": "A red square."},
-             {"role": "user", "content": "What colour is the sky?"}],
-            [{"role": "user", "content": [IMG, _text("Describe.")]}, {"role": "assistant", "content": [_text("A red square.")]},
-             {"role": "user", "content": [_text("What colour is the sky?")]}],
-            [(96, 128, 4)], None,
+            [
+                {"role": "user", "content": [_image(picture_url(96, 128, 4)), _text("Describe.")]},
+                {"role": "assistant", "content": "A red square."},
+                {"role": "user", "content": "What colour is the sky?"},
+            ],
+            [
+                {"role": "user", "content": [IMG, _text("Describe.")]},
+                {"role": "assistant", "content": [_text("A red square.")]},
+                {"role": "user", "content": [_text("What colour is the sky?")]},
+            ],
+            [(96, 128, 4)],
+            None,
         ),
         "video": (
-            [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": data_url(video, "video/mp4")}},
-                                          _text("What happens?")]}],
-            [{"role": "user", "content": [{"type": "video"}, _text("What happens?")]}], [], video,
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "video_url", "video_url": {"url": data_url(video, "video/mp4")}}, _text("What happens?")],
+                }
+            ],
+            [{"role": "user", "content": [{"type": "video"}, _text("What happens?")]}],
+            [],
+            video,
         ),
-        "local_file": ([{"role": "user", "content": [_image(str(local)), _text("Describe.")]}],
-                       [{"role": "user", "content": [IMG, _text("Describe.")]}], [(80, 112, 7)], None),
+        "local_file": (
+            [{"role": "user", "content": [_image(str(local)), _text("Describe.")]}],
+            [{"role": "user", "content": [IMG, _text("Describe.")]}],
+            [(80, 112, 7)],
+            None,
+        ),
     }
 
 
@@ -72,8 +95,9 @@ CASE_NAMES = ["text", "system_and_text", "one_image", "two_images", "image_in_ea
 
 def _server_answer(client, messages, stream: bool) -> tuple[list[int], list[int], str, object]:
     """(prompt ids, generated ids, text, usage) from the server, greedy."""
-    kwargs = dict(model=client.models.list().data[0].id, messages=messages, max_tokens=STEPS, temperature=0,
-                  extra_body={"return_token_ids": True})
+    kwargs = dict(
+        model=client.models.list().data[0].id, messages=messages, max_tokens=STEPS, temperature=0, extra_body={"return_token_ids": True}
+    )
     if not stream:
         r = client.chat.completions.create(**kwargs)
         extra = r.model_extra

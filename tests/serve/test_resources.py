@@ -66,7 +66,7 @@ def post(server: ServerProcess, body: dict, timeout: float = 120) -> httpx.Respo
 
 @pytest.fixture(scope="module")
 def big_png() -> str:
-    return png_url(6000, 6000)  # 36 Mpixel: ~108 MB as RGB, decoded in ~1 s
+    return png_url(6000, 6000)  # 36 Mpixel: ~108 MB as RGB
 
 
 class Busy:

@@ -41,13 +41,17 @@ def test_sampling_values_are_refused_alike_by_server_chat_and_runtime(served, ca
         with pytest.raises(ValueError) as refused:
             check_search_options({name: value})
         assert str(refused.value) == message
-    ok = httpx.post(f"{served.base_url}/v1/chat/completions", timeout=60,
-                    json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0})
+    ok = httpx.post(
+        f"{served.base_url}/v1/chat/completions",
+        timeout=60,
+        json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0},
+    )
     assert ok.status_code == 200, ok.text
 
 
 def _png_header(path, width: int, height: int):
     """A valid PNG whose header says width x height (a few hundred bytes; decoded: gigabytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -63,12 +67,19 @@ def test_one_image_limit_and_one_message_in_server_chat_and_processor(served, ex
     path = _png_header(tmp_path / "big.png", side, side)
     size = f"{side}x{side} pixels, " if side * side <= 2 * 89478485 else ""
     tail = f"is too large: {size}more than the 67108864 pixels decoded here (--max-decode-pixels); send a smaller image"
-    r = httpx.post(f"{served.base_url}/v1/chat/completions", timeout=60, json={
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(path)}}]}], "max_tokens": 2})
+    r = httpx.post(
+        f"{served.base_url}/v1/chat/completions",
+        timeout=60,
+        json={"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(path)}}]}], "max_tokens": 2},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "image_too_large", r.text
     assert r.json()["error"]["message"] == f"image 0: the image {tail}", r.text
-    proc = subprocess.run([sys.executable, "-m", "genai_qwen3vl", "chat", str(exported(PRESET)), "--image", str(path), "-p", "Hi"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "genai_qwen3vl", "chat", str(exported(PRESET)), "--image", str(path), "-p", "Hi"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr == f"error: image file {path} {tail}\n", proc.stderr
     with pytest.raises(ValueError) as refused:
         Qwen3VLProcessor(exported(PRESET)).process("<|vision_start|><|image_pad|><|vision_end|>", images=[path])

@@ -40,9 +40,7 @@ CASES = {
     "text_only": Case([_user(_text("Write a short poem about the sea."))], []),
     "one_image": Case([_user(IMAGE, _text("Describe this image."))], [(96, 128, 1)]),
     "two_images_same_size": Case([_user(IMAGE, IMAGE, _text("Compare the two pictures."))], [(96, 128, 2), (96, 128, 3)]),
-    "two_images_different_sizes": Case(
-        [_user(IMAGE, _text("and"), IMAGE, _text("What differs?"))], [(96, 128, 4), (64, 200, 5)]
-    ),
+    "two_images_different_sizes": Case([_user(IMAGE, _text("and"), IMAGE, _text("What differs?"))], [(96, 128, 4), (64, 200, 5)]),
     "multi_turn_image_earlier": Case(
         [
             _user(IMAGE, _text("What is in the picture?")),
@@ -72,9 +70,9 @@ def test_og_generation_matches_transformers(preset, case, target, exported, refe
     factor = p.patch_size * p.merge_size
     for h, w, _ in c.images:
         # precondition of this test: og's stock resize rule and transformers' agree on this size
-        assert og_smart_resize(h, w, factor, p.min_pixels, p.max_pixels) == hf_smart_resize(
-            h, w, factor, p.min_pixels, p.max_pixels
-        ), f"{h}x{w} is resized differently by og and transformers; pick another size"
+        assert og_smart_resize(h, w, factor, p.min_pixels, p.max_pixels) == hf_smart_resize(h, w, factor, p.min_pixels, p.max_pixels), (
+            f"{h}x{w} is resized differently by og and transformers; pick another size"
+        )
     paths = [image_file(h, w, seed) for h, w, seed in c.images]
     prompt = ref.processor.apply_chat_template(c.messages, add_generation_prompt=True)
     tol = target.tolerance
@@ -89,9 +87,9 @@ def test_og_generation_matches_transformers(preset, case, target, exported, refe
 def test_cases_cover_both_resize_branches():
     """The upscaled and downscaled cases really hit smart_resize's two branches."""
     p = PRESETS["awkward"]
-    (h, w, _), = CASES["small_image_upscaled"].images
+    ((h, w, _),) = CASES["small_image_upscaled"].images
     gh, gw = hf_smart_resize(h, w, 32, *p.pixels)
     assert gh > h and gw > w
-    (h, w, _), = CASES["large_image_downscaled"].images
+    ((h, w, _),) = CASES["large_image_downscaled"].images
     gh, gw = hf_smart_resize(h, w, 32, *p.pixels)
     assert gh < h and gw < w

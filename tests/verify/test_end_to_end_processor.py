@@ -64,7 +64,7 @@ def test_our_processor_through_og_matches_transformers(case, target, exported, r
 def test_og_stock_processor_differs_on_1280x720(exported, reference, image_file):
     """Records why this processor exists: og's stock processor gives 1280x720 another grid than
     transformers (46x80 instead of 44x80 with Qwen3-VL's pixel limits). If og fixes its
-    rounding, this fails and the README's note must change."""
+    rounding, this fails and docs/processor.md's table must change."""
     ref = reference("real_limits")
     path = image_file(720, 1280, 1)
     prompt = ref.processor.apply_chat_template(_ask(IMG), add_generation_prompt=True)

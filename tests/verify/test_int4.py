@@ -62,8 +62,11 @@ def test_int4_export_keeps_vision_fp32_and_quantizes_the_table(preset, target, e
     [lookup] = [n for n in table.graph.node if n.op_type == "GatherBlockQuantized"]
     assert {a.name: a.i for a in lookup.attribute}["bits"] == 8
     spec = reference(preset).spec
-    full = [t.name for t in table.graph.initializer
-            if list(t.dims) == [spec.text.vocab_size, spec.text.hidden_size] and t.data_type == onnx.TensorProto.FLOAT]
+    full = [
+        t.name
+        for t in table.graph.initializer
+        if list(t.dims) == [spec.text.vocab_size, spec.text.hidden_size] and t.data_type == onnx.TensorProto.FLOAT
+    ]
     assert not full, f"a float table is left in embedding.onnx: {full}"
 
 
@@ -99,8 +102,6 @@ def test_int4_block_size_flag(exported):
 def test_int4_through_og_equals_transformers_on_dequantized_weights(preset, case, target, exported, dequantized, record_parity):
     out = exported(preset, *target.flags, *EXACT)
     check_generation_case(out, dequantized(preset), case, target.tolerance, record_parity, f"int4 {preset}/{case}")
-
-
 
 
 def test_int4_recipe_mixed_puts_8_bits_where_it_says(exported, reference):

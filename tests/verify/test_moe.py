@@ -22,9 +22,9 @@ import torch
 from onnx import helper
 from PIL import Image
 
-from genai_qwen3vl.export.quantize import read_initializers
 from genai_qwen3vl.model import io_contract
 from genai_qwen3vl.model.spec import Qwen3VLSpec
+from genai_qwen3vl.onnx_format import read_initializers
 from genai_qwen3vl.testing.media import make_frames, make_picture
 from genai_qwen3vl.verify.artifacts import decoder_parity, embedding_parity, vision_parity
 from genai_qwen3vl.verify.compare import assert_within
@@ -266,7 +266,7 @@ def test_qmoe_dequantization_reads_the_exported_experts(exported, reference):
     checkpoint's experts, which transformers keeps in [gate | up] order (og interleaves them)."""
     ref = reference("moe_hub")
     experts = qmoe_weights(exported("moe_hub", "-p", "int4", "-e", "cpu", *EXACT) / "model.onnx")
-    layout = ref.spec.arch.experts
+    layout = ref.spec.architecture.experts
     params = dict(ref.model.named_parameters())
     assert sorted(experts) == list(ref.spec.text.experts.expert_layers(ref.spec.text.num_hidden_layers))
     for i, tensors in experts.items():

@@ -124,14 +124,27 @@ def test_cuda_through_og_matches_transformers(preset, case, target, exported, re
     check_generation_case(out, ref, case, target.tolerance, record_parity, f"{target.precision} cuda {preset}/{case}")
 
 
-def test_int4_cuda_moe_needs_a_hidden_size_multiple_of_64(checkpoints, tmp_path):
-    """onnxruntime's CUDA QMoE kernel refused hidden 96 at the first step on an H200, after an export
-    that had succeeded: the export refuses it up front, in one line, and writes nothing (the `moe`
-    preset is 48 wide)."""
+@pytest.mark.parametrize("case", ["hidden", "expert_width"])
+def test_int4_cuda_moe_needs_widths_that_are_multiples_of_64(case, checkpoints, tmp_path):
+    """onnxruntime's CUDA QMoE kernel refuses a hidden size (96 on an H200) or an expert width (32)
+    that is no multiple of 64 at the first step, after an export that succeeded: the export refuses
+    it up front, in one line, and writes nothing (the `moe` preset is 48 wide; `moe_hub` with
+    experts 32 wide is 128 wide)."""
+    if case == "hidden":
+        checkpoint, needle = checkpoints("moe"), "hidden_size=48 is not a multiple of 64"
+    else:
+        import dataclasses
+
+        from genai_qwen3vl.testing.presets import MOE_PRESETS
+        from genai_qwen3vl.testing.tiny import make_tiny_checkpoint
+
+        hub = MOE_PRESETS["moe_hub"]
+        narrow = dataclasses.replace(hub, name="moe_hub_narrow", moe={**hub.moe, "moe_intermediate_size": 32})
+        checkpoint, needle = make_tiny_checkpoint(tmp_path / "ckpt", narrow, seed=3), "moe_intermediate_size=32 is not a multiple of 64"
     out = tmp_path / "out"
-    proc = run_cli("-i", checkpoints("moe"), "-o", out, "-p", "int4", "-e", "cuda")
+    proc = run_cli("-i", checkpoint, "-o", out, "-p", "int4", "-e", "cuda")
     assert proc.returncode == 2, proc.stderr
-    assert "hidden_size=48 is not a multiple of 64" in proc.stderr and "-p fp16 -e cuda" in proc.stderr
+    assert needle in proc.stderr and "-p fp16 -e cuda" in proc.stderr
     assert "Traceback" not in proc.stderr and [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
         proc.stderr.strip().splitlines()[-1]
     ], proc.stderr

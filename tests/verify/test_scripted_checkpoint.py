@@ -23,8 +23,11 @@ PROMPTS = {
         [
             {"role": "system", "content": "You help."},
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is this?"}]},
-            {"role": "assistant", "content": "<think>\nA city.\n</think>\n\nParis.",
-             "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {
+                "role": "assistant",
+                "content": "<think>\nA city.\n</think>\n\nParis.",
+                "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
             {"role": "tool", "content": "sunny"},
             {"role": "user", "content": "And now?"},
         ],

@@ -35,7 +35,6 @@ def test_validate_fails_on_a_damaged_export(tmp_path, checkpoints, exported):
     assert "FAIL" in proc.stdout and "validation FAILED" in proc.stderr
 
 
-
 @pytest.mark.parity(artifact="vision")
 @pytest.mark.parity(artifact="embedding")
 @pytest.mark.parity(artifact="decoder")

@@ -14,10 +14,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
+import threading
 from pathlib import Path
 
+from ...errors import FolderError, ServerError
+from ...model.folder import ExportedFolder
 from .. import budget
 from ..chat_template import TemplateLimitError, TemplateLimits, render_chat_template
+from ..constraints import ConstraintChecker, ConstraintError
 from ..processor import Qwen3VLProcessor
 from ..video import video_decode_pixels
 from .errors import APIError, bad_request
@@ -25,6 +30,7 @@ from .media import MediaPolicy
 from .protocol import ChatRequest, too_long
 from .worker import Worker
 
+log = logging.getLogger("genai_qwen3vl.serve")
 MM_KEYS = ("min_pixels", "max_pixels", "fps")
 MAX_FPS = 60.0
 TEMPLATE_SECONDS = 5.0  # a checkpoint's chat template renders in milliseconds; past this it is stopped
@@ -40,39 +46,44 @@ class Prepared:
     search: dict
     max_tokens: int
     opened_think: bool
-
-
-@dataclasses.dataclass
-class Outcome:
-    """How a generation ended (its tokens are counted where they are read)."""
-
-    finish: str  # stop | length | cancelled
-    first_token_s: float | None
-    decode_s: float
+    guidance: tuple[str, str] | None = None  # og's structured output, composed after </think> when the prompt opened <think>
 
 
 class Engine:
     def __init__(self, model_dir: Path, max_model_len: int | None, min_pixels: int | None, max_pixels: int | None):
         self.model_dir = Path(model_dir)
-        config = json.loads((self.model_dir / "genai_config.json").read_text(encoding="utf-8"))
-        self.processor = Qwen3VLProcessor(self.model_dir)
+        folder = ExportedFolder.open(self.model_dir)
+        self.processor = Qwen3VLProcessor(folder)
         if not self.processor.chat_template:
-            raise ValueError(f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json)")
+            raise FolderError(
+                f"{self.model_dir} has no chat template (chat_template.json/.jinja or tokenizer_config.json); "
+                "export it again with builder_qwen3vl.py, which copies the checkpoint's"
+            )
         self.limits = (self.processor.image_settings.min_pixels, self.processor.image_settings.max_pixels)
         if min_pixels is not None or max_pixels is not None:
             low, high = self._pixel_limits(min_pixels, max_pixels, "--min-image-pixels/--max-image-pixels")
             self.processor = self.processor.with_options(min_pixels=low, max_pixels=high)
-        self.search_defaults = config.get("search", {})
-        context = int(config["model"].get("context_length") or 0) or None
+        self.search_defaults = dict(folder.search)
+        context = folder.context_length
         default_len = int(self.search_defaults.get("max_length") or context or 4096)
         if max_model_len is not None and context and max_model_len > context:
-            raise ValueError(f"--max-model-len {max_model_len} is longer than the model's context of {context} tokens")
+            raise ServerError(
+                f"--max-model-len {max_model_len} is longer than the model's context of {context} tokens; give at most {context}"
+            )
         self.context = max_model_len or default_len
         self.processor.context_length = None  # prepare() checks the prompt against the server's limit (too_long)
-        eos = config["model"]["eos_token_id"]
-        self.eos = set(eos if isinstance(eos, list) else [eos])
-        self.vocab_size = int(config["model"].get("vocab_size") or 0)
+        self.eos = set(folder.eos_token_ids)
+        self.vocab_size = folder.vocab_size or 0
+        self.constraints = ConstraintChecker.for_folder(folder)
+        # llguidance's tokenizer for the checks (0.6 s for Qwen's vocabulary) is built while the model loads
+        threading.Thread(target=self._warm_constraints, name="constraint-tokenizer", daemon=True).start()
         self.worker = self._start_worker()
+
+    def _warm_constraints(self) -> None:
+        try:
+            self.constraints.tokenizer()
+        except Exception as exc:  # noqa: BLE001 - a structured request meets it again, as its own error
+            log.warning("llguidance cannot read %s/tokenizer.json (%s); structured output will fail", self.model_dir, exc)
 
     def _start_worker(self) -> Worker:
         worker = Worker(self.model_dir)
@@ -113,15 +124,17 @@ class Engine:
     def _processor_for(self, mm: dict) -> Qwen3VLProcessor:
         unknown = sorted(set(mm) - set(MM_KEYS))
         if unknown:
-            raise bad_request(f"mm_processor_kwargs: unknown keys {', '.join(unknown)} (allowed: {', '.join(MM_KEYS)})",
-                              "mm_processor_kwargs")
+            raise bad_request(
+                f"mm_processor_kwargs: unknown keys {', '.join(unknown)} (allowed: {', '.join(MM_KEYS)})", "mm_processor_kwargs"
+            )
         if not mm:
             return self.processor
         low, high = self._pixel_limits(mm.get("min_pixels"), mm.get("max_pixels"), "mm_processor_kwargs")
         fps = mm.get("fps")
         if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= MAX_FPS):
-            raise bad_request(f"mm_processor_kwargs: fps must be a number in (0, {MAX_FPS:g}], got {json.dumps(fps)}",
-                              "mm_processor_kwargs")
+            raise bad_request(
+                f"mm_processor_kwargs: fps must be a number in (0, {MAX_FPS:g}], got {json.dumps(fps)}", "mm_processor_kwargs"
+            )
         settings = self.processor.image_settings
         if low is None and high is not None and high < settings.min_pixels:
             low = high  # a budget below the server's floor: the floor follows it down
@@ -133,12 +146,28 @@ class Engine:
         """The checks that cost nothing (counts, mm_processor_kwargs), made before the request
         is admitted; the processor for its options."""
         if len(request.images) > limit_images:
-            raise bad_request(f"the request has {len(request.images)} images; this server takes at most {limit_images} "
-                              "(--limit-images)", "messages", "too_many_images")
+            raise bad_request(
+                f"the request has {len(request.images)} images; this server takes at most {limit_images} (--limit-images)",
+                "messages",
+                "too_many_images",
+            )
         if len(request.videos) > limit_videos:
-            raise bad_request(f"the request has {len(request.videos)} videos; this server takes at most {limit_videos} "
-                              "(--limit-videos)", "messages", "too_many_videos")
+            raise bad_request(
+                f"the request has {len(request.videos)} videos; this server takes at most {limit_videos} (--limit-videos)",
+                "messages",
+                "too_many_videos",
+            )
         return self._processor_for(request.mm_kwargs)
+
+    def check_constraint(self, request: ChatRequest) -> None:
+        """The request's structured output compiled and checked (cached by its text): a 400
+        naming the problem, before the request is queued."""
+        if request.constraint is None:
+            return
+        try:
+            self.constraints.check(request.constraint)
+        except ConstraintError as exc:
+            raise bad_request(str(exc), request.constraint_param, "invalid_constraint") from None
 
     def prepare(
         self,
@@ -213,12 +242,14 @@ class Engine:
         if n >= self.context or (wanted is not None and n + wanted > self.context):
             raise too_long(n, wanted, self.context)
         max_tokens = wanted if wanted is not None else self.context - n
+        opened_think = prompt.rstrip().endswith("<think>")
         return Prepared(
             arrays=out.og_arrays(),
             prompt_ids=prompt_ids,
             search=self._search(request, n, n + max_tokens),
             max_tokens=max_tokens,
-            opened_think=prompt.rstrip().endswith("<think>"),
+            opened_think=opened_think,
+            guidance=request.constraint.guidance(opened_think) if request.constraint is not None else None,
         )
 
     def _search(self, request: ChatRequest, len_prompt: int, max_length: int) -> dict:
@@ -243,44 +274,8 @@ class Engine:
             options["min_length"] = min(max_length, len_prompt + s.min_tokens)
         return options
 
-class Detokenizer:
-    """Incremental decoding whose pieces add up to ``tokenizer.decode(tokens,
-    skip_special_tokens=True)``, transformers' text (og's TokenizerStream drops the bytes of
-    invalid UTF-8 and the text after them, so its pieces can differ from it). A piece is released
-    once it no longer ends inside a multi-byte character (the windowed scheme of TGI and vLLM)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.tokens: list[int] = []
-        self.prefix = 0  # start of the window decoded for context
-        self.read = 0  # tokens whose text has been released
-
-    def _decode(self, start: int, end: int | None = None) -> str:
-        return self.tokenizer.decode(self.tokens[start:end], skip_special_tokens=True)
-
-    def add(self, token: int) -> str:
-        self.tokens.append(token)
-        before = self._decode(self.prefix, self.read)
-        after = self._decode(self.prefix)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.tokens)
-            return after[len(before):]
-        return ""
-
-    def flush(self) -> str:
-        """What is still held at the end (an incomplete character decodes as U+FFFD, as in transformers)."""
-        if self.read == len(self.tokens):
-            return ""
-        before = self._decode(self.prefix, self.read)
-        after = self._decode(self.prefix)
-        self.prefix = self.read = len(self.tokens)
-        return after[len(before):]
-
 
 def check_model_dir(path: Path) -> None:
-    """A clear refusal before anything loads."""
-    if not path.exists():
-        raise ValueError(f"{path} does not exist; give the folder written by builder_qwen3vl.py")
-    if not (path / "genai_config.json").is_file():
-        raise ValueError(f"{path} holds no exported model (no genai_config.json); give the folder written by builder_qwen3vl.py")
-
+    """A clear refusal before anything loads: a missing folder, one that is no export, or one
+    whose genai_config.json or manifest.json is damaged (a FolderError, a ValueError)."""
+    ExportedFolder.open(path)

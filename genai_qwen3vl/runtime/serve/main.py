@@ -16,13 +16,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
 
+from ...errors import ServerError
 from ..flags import positive as _positive
+from .options import DEFAULTS as D
+from .options import ServeOptions
 
 DESCRIPTION = "Serve a folder written by builder_qwen3vl.py over an OpenAI-compatible API, with a chat page at /."
 EPILOG = """endpoints:
@@ -38,41 +42,91 @@ examples:
 API_KEY_ENV = "GENAI_QWEN3VL_API_KEY"
 
 
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n} bytes"
+
+
+def _square(n: int) -> str:
+    side = math.isqrt(n)
+    return f"{side}x{side}" if side * side == n else str(n)
+
+
 def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
     # a one-line usage: a refused flag value is two lines (usage, error), not the usage of every flag
-    p = argparse.ArgumentParser(prog=prog, usage="%(prog)s OUT_DIR [flags] (--help lists them)", description=DESCRIPTION, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog,
+        usage="%(prog)s OUT_DIR [flags] (--help lists them)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model_dir", type=Path, metavar="OUT_DIR", help="folder written by builder_qwen3vl.py")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive(int, 0, 65535), default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--host", default=D.host, help=f"address to listen on (default {D.host}: this machine only)")
+    p.add_argument("--port", type=_positive(int, 0, 65535), default=D.port, help=f"port (default {D.port}; 0 picks a free one)")
     p.add_argument("--model-name", help="the model id clients send and /v1/models lists (default: the folder's name)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' on /v1 and /metrics (or set {API_KEY_ENV})")
-    p.add_argument("--max-concurrency", type=_positive(int), default=1, help="generations at once, each its own og Generator (default 1)")
-    p.add_argument("--max-queue", type=_positive(int, 0), default=16,
-                   help="requests waiting for a slot; beyond them: 429 with Retry-After (default 16)")
-    p.add_argument("--timeout", type=_positive(float), default=600.0, help="seconds per request, queue included (default 600)")
-    p.add_argument("--header-timeout", type=_positive(float), default=10.0,
-                   help="seconds a connection may take to send a request's headers, from its opening or its last answer (default 10)")
-    p.add_argument("--body-timeout", type=_positive(float), default=60.0,
-                   help="seconds a request's body may take to arrive after its headers; beyond: 408 (default 60)")
-    p.add_argument("--keep-alive-timeout", type=_positive(float), default=5.0,
-                   help="seconds an idle connection stays open after an answer (default 5)")
+    p.add_argument(
+        "--max-concurrency",
+        type=_positive(int),
+        default=D.max_concurrency,
+        help=f"generations at once, each its own og Generator (default {D.max_concurrency})",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=_positive(int, 0),
+        default=D.max_queue,
+        help=f"requests waiting for a slot; beyond them: 429 with Retry-After (default {D.max_queue})",
+    )
+    p.add_argument(
+        "--timeout", type=_positive(float), default=D.timeout, help=f"seconds per request, queue included (default {D.timeout:g})"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=D.header_timeout,
+        help="seconds a connection may take to send a request's headers, from its opening or its last answer "
+        f"(default {D.header_timeout:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive(float),
+        default=D.body_timeout,
+        help=f"seconds a request's body may take to arrive after its headers; beyond: 408 (default {D.body_timeout:g})",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=_positive(float),
+        default=D.keep_alive_timeout,
+        help=f"seconds an idle connection stays open after an answer (default {D.keep_alive_timeout:g})",
+    )
     p.add_argument("--allowed-media-dir", type=Path, help="local image/video paths are read only from under this folder (default: none)")
     p.add_argument("--min-image-pixels", type=_positive(int), help="default image pixel floor (default: the checkpoint's)")
     p.add_argument("--max-image-pixels", type=_positive(int), help="default image pixel budget (default: the checkpoint's)")
     p.add_argument("--max-model-len", type=_positive(int), help="prompt + answer tokens (default: genai_config.json's max_length)")
     p.add_argument("--max-length", dest="max_model_len", type=_positive(int), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    p.add_argument("--max-request-bytes", type=_positive(int), default=64 * 1024 * 1024,
-                   help="request body limit; beyond: 413 (default 64 MiB)")
-    p.add_argument("--max-decode-pixels", type=_positive(int), default=8192 * 8192,
-                   help="refuse images and video frames larger than this before decoding them (default 8192x8192)")
-    p.add_argument("--max-request-pixels", type=_positive(int), default=8192 * 8192,
-                   help="decoded pixels one request's media may hold (images' full sizes, videos' sampled frames as resized), "
-                        "checked from their headers before decoding; with --max-concurrency it bounds the memory of "
-                        "preparation (default 8192x8192)")
-    p.add_argument("--limit-images", type=_positive(int, 0), default=16, help="images per request (default 16)")
-    p.add_argument("--limit-videos", type=_positive(int, 0), default=2, help="videos per request (default 2)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info")
+    p.add_argument(
+        "--max-request-bytes",
+        type=_positive(int),
+        default=D.max_request_bytes,
+        help=f"request body limit; beyond: 413 (default {_size(D.max_request_bytes)})",
+    )
+    p.add_argument(
+        "--max-decode-pixels",
+        type=_positive(int),
+        default=D.max_decode_pixels,
+        help=f"refuse images and video frames larger than this before decoding them (default {_square(D.max_decode_pixels)})",
+    )
+    p.add_argument(
+        "--max-request-pixels",
+        type=_positive(int),
+        default=D.max_request_pixels,
+        help="decoded pixels one request's media may hold (images' full sizes, videos' sampled frames as resized), "
+        "checked from their headers before decoding; with --max-concurrency it bounds the memory of "
+        f"preparation (default {_square(D.max_request_pixels)})",
+    )
+    p.add_argument("--limit-images", type=_positive(int, 0), default=D.limit_images, help=f"images per request (default {D.limit_images})")
+    p.add_argument("--limit-videos", type=_positive(int, 0), default=D.limit_videos, help=f"videos per request (default {D.limit_videos})")
+    p.add_argument("--log-level", default=D.log_level, choices=("debug", "info", "warning", "error"), help=f"default {D.log_level}")
     return p
 
 
@@ -81,16 +135,16 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
     try:
         import uvicorn
 
-        from .app import ServeOptions, create_app
+        from .app import create_app
         from .deadlines import BodyDeadline, HeaderDeadline
         from .engine import check_model_dir
     except ImportError as exc:
-        print(f"error: the server needs the serve extra ({exc.name} is missing): pip install \"genai-qwen3vl[serve]\"", file=sys.stderr)
+        print(f'error: the server needs the serve extra ({exc.name} is missing): pip install "genai-qwen3vl[serve]"', file=sys.stderr)
         return 2
     try:
         check_model_dir(args.model_dir)
         if args.allowed_media_dir is not None and not args.allowed_media_dir.is_dir():
-            raise ValueError(f"--allowed-media-dir {args.allowed_media_dir} is not a folder")
+            raise ServerError(f"--allowed-media-dir {args.allowed_media_dir} is not a folder; give an existing folder of media files")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,14 +164,22 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         max_request_pixels=args.max_request_pixels,
         limit_images=args.limit_images,
         limit_videos=args.limit_videos,
+        host=args.host,
+        port=args.port,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        log_level=args.log_level,
     )
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     try:  # before the model loads: a port in use is one line, at once
-        sockets = _bind(args.host, args.port)
+        sockets = _bind(options.host, options.port)
     except OSError as exc:
         why = exc.strerror or str(exc)
-        print(f"error: cannot listen on {args.host} port {args.port} ({why}); give another --host or --port (--port 0 picks a "
-              "free one)", file=sys.stderr)
+        print(
+            f"error: cannot listen on {args.host} port {args.port} ({why}); give another --host or --port (--port 0 picks a free one)",
+            file=sys.stderr,
+        )
         return 3
     fatal: list[str] = []
     server = None
@@ -140,13 +202,21 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
                     signal.signal(sig, handler)
 
     app = create_app(options, on_fatal=on_fatal)
-    app.add_middleware(BodyDeadline, timeout=args.body_timeout)
+    app.add_middleware(BodyDeadline, timeout=options.body_timeout)
     # timeout_graceful_shutdown: on SIGTERM/Ctrl-C, requests in flight get up to --timeout to finish
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=int(args.timeout) + 1,
-                            http=HeaderDeadline.limited(args.header_timeout), timeout_keep_alive=args.keep_alive_timeout)
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=int(options.timeout) + 1,
+        http=HeaderDeadline.limited(options.header_timeout),
+        timeout_keep_alive=options.keep_alive_timeout,
+    )
     server = Server(config)
     port = sockets[0].getsockname()[1]
-    logging.getLogger("genai_qwen3vl.serve").info("listening on http://%s:%d", f"[{args.host}]" if ":" in args.host else args.host, port)
+    host = options.host
+    logging.getLogger("genai_qwen3vl.serve").info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
     server.run(sockets=sockets)
     if fatal:
         print(f"error: cannot serve {args.model_dir}: {fatal[0]}", file=sys.stderr)
@@ -160,8 +230,9 @@ def _bind(host: str, port: int) -> list[socket.socket]:
     (in use, no such address)."""
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, address in dict.fromkeys(socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                                                 flags=socket.AI_PASSIVE)):
+        for family, kind, proto, _, address in dict.fromkeys(
+            socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        ):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import io
 import os
 import tempfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import InputError
 from ..images import ImageTooLarge, load_image, open_image
 from .errors import APIError, bad_request, quote
 
@@ -36,8 +38,11 @@ class MediaPolicy:
         if _is_data(url):
             media_type, payload = _data_url(url, where)
             if not media_type.startswith("image/"):
-                raise bad_request(f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not an image",
-                                  where, "invalid_image")
+                raise bad_request(
+                    f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not an image",
+                    where,
+                    "invalid_image",
+                )
             return payload
         path = self._local(url, where)
         with open(path, "rb") as f:
@@ -66,8 +71,9 @@ class MediaPolicy:
         except ImageTooLarge as exc:
             raise APIError(400, str(exc), param=where, code="image_too_large") from None
         except UnidentifiedImageError:
-            raise bad_request(f"{where}: the data is not an image format this server reads (PNG, JPEG, WebP, GIF, BMP, ...)",
-                              where, "invalid_image") from None
+            raise bad_request(
+                f"{where}: the data is not an image format this server reads (PNG, JPEG, WebP, GIF, BMP, ...)", where, "invalid_image"
+            ) from None
         except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt image data
             raise bad_request(f"{where}: the image cannot be decoded ({exc})", where, "invalid_image") from None
 
@@ -82,8 +88,9 @@ class MediaPolicy:
             return
         media_type, payload = _data_url(url, where)
         if not media_type.startswith("video/"):
-            raise bad_request(f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not a video",
-                              where, "invalid_video")
+            raise bad_request(
+                f"{where}: the data URL holds {quote(media_type) if media_type else 'no media type'}, not a video", where, "invalid_video"
+            )
         fd, name = tempfile.mkstemp(prefix="genai-qwen3vl-video-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -109,8 +116,12 @@ class MediaPolicy:
             why = exc.strerror or type(exc).__name__
             raise bad_request(f"{where}: the video cannot be decoded ({why})", where, "invalid_video") from None
         if pixels > self.max_decode_pixels:
-            raise bad_request(f"{where}: the video's frames are {pixels} pixels, more than this server decodes "
-                              f"({self.max_decode_pixels}; --max-decode-pixels)", where, "video_too_large")
+            raise bad_request(
+                f"{where}: the video's frames are {pixels} pixels, more than this server decodes "
+                f"({self.max_decode_pixels}; --max-decode-pixels)",
+                where,
+                "video_too_large",
+            )
 
     # ------------------------------------------------------------------ local files
     def _local(self, url: str, where: str) -> Path:
@@ -124,20 +135,20 @@ class MediaPolicy:
         if self.allowed_dir is None:
             raise APIError(
                 403,
-                f"{where}: local files are not served; start the server with --allowed-media-dir DIR, "
-                "or send the file as a data: URL",
+                f"{where}: local files are not served; start the server with --allowed-media-dir DIR, or send the file as a data: URL",
                 param=where,
                 code="local_media_disabled",
             )
-        raw = url[len("file://"):] if url[:7].lower() == "file://" else url
+        raw = url[len("file://") :] if url[:7].lower() == "file://" else url
         if "://" in raw:
             raise bad_request(f"{where}: unsupported URL scheme in {quote(url)} (data: or a local path)", where)
         if "\0" in raw:
             raise bad_request(f"{where}: a file path cannot hold a NUL byte", where, "invalid_media_path")
         # containment first, existence after: every path outside the folder gets the same answer,
         # whether or not it exists (no file-existence oracle)
-        refused = APIError(403, f"{where}: {quote(raw)} is not a file under --allowed-media-dir", param=where,
-                           code="media_path_not_allowed")
+        refused = APIError(
+            403, f"{where}: {quote(raw)} is not a file under --allowed-media-dir", param=where, code="media_path_not_allowed"
+        )
         try:
             path = Path(raw).resolve()  # the symlinks that exist followed, the rest kept as written
         except (OSError, RuntimeError, ValueError):  # a symlink loop, a name too long
@@ -157,7 +168,7 @@ class MediaPolicy:
 
 def _data_url(url: str, where: str) -> tuple[str, bytes]:
     """``data:[<media type>][;base64],<data>`` -> (media type, bytes); base64 required."""
-    header, sep, data = url[len("data:"):].partition(",")  # the scheme in any case (RFC 3986)
+    header, sep, data = url[len("data:") :].partition(",")  # the scheme in any case (RFC 3986)
     if not sep:
         raise bad_request(f"{where}: malformed data URL (no ',')", where, "invalid_data_url")
     fields = header.split(";")
@@ -170,7 +181,6 @@ def _data_url(url: str, where: str) -> tuple[str, bytes]:
     if not payload:
         raise bad_request(f"{where}: the data URL is empty", where, "invalid_data_url")
     return fields[0].strip().lower(), payload
-
 
 
 def _is_data(url: str) -> bool:
@@ -186,4 +196,7 @@ def _path_hidden(path: Path, where: str):
         exc.message = exc.message.replace(str(path), f"({where})")
         raise
     except ValueError as exc:
-        raise ValueError(str(exc).replace(str(path), f"({where})")) from None
+        # the same kind of error (ImageError, VideoError, ...), its message without the path
+        hidden = copy.copy(exc) if isinstance(exc, InputError) else InputError()
+        hidden.args = (str(exc).replace(str(path), f"({where})"),)
+        raise hidden from None

@@ -37,8 +37,10 @@ class Metrics:
             f"{PREFIX}_worker_restarts", "times the generation worker process died and was restarted", registry=r
         )
         self.queue_wait = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "time a request waited for a slot",
-            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r,
+            f"{PREFIX}_queue_wait_seconds",
+            "time a request waited for a slot",
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
         )
 
     def record_generation(self, prompt_tokens: int, tokens: int, finish: str, first_token_s: float | None, decode_s: float) -> None:

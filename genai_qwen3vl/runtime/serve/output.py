@@ -54,7 +54,7 @@ class StopFilter:
             return out
         keep = _held(self.buffer, self.stops)
         out = self.buffer[: len(self.buffer) - keep]
-        self.buffer = self.buffer[len(out):]
+        self.buffer = self.buffer[len(out) :]
         return out
 
     def finish(self) -> str:
@@ -95,7 +95,7 @@ class OutputSplitter:
     def _start(self, events, final: bool) -> None:
         stripped = self.buffer.lstrip()
         if stripped.startswith(THINK_OPEN):
-            self.buffer = stripped[len(THINK_OPEN):]
+            self.buffer = stripped[len(THINK_OPEN) :]
             self.state = "reasoning"
         elif not final and THINK_OPEN.startswith(stripped):
             return  # maybe the start of <think>
@@ -107,13 +107,13 @@ class OutputSplitter:
         if end >= 0:
             if end:
                 events.append(("reasoning", self.buffer[:end]))
-            self.buffer = self.buffer[end + len(THINK_CLOSE):]
+            self.buffer = self.buffer[end + len(THINK_CLOSE) :]
             self.state, self.after_think = "content", True
             return
         keep = 0 if final else _held(self.buffer, [THINK_CLOSE])
         if len(self.buffer) > keep:
             events.append(("reasoning", self.buffer[: len(self.buffer) - keep]))
-            self.buffer = self.buffer[len(self.buffer) - keep:]
+            self.buffer = self.buffer[len(self.buffer) - keep :]
         elif final:
             self.buffer = ""
 
@@ -127,12 +127,12 @@ class OutputSplitter:
         start = self.buffer.find(CALL_OPEN) if self.parse_tools else -1
         if start >= 0:
             self._emit_content(events, self.buffer[:start], before_call=True)
-            self.buffer = self.buffer[start + len(CALL_OPEN):]
+            self.buffer = self.buffer[start + len(CALL_OPEN) :]
             self.state = "call"
             return
         keep = 0 if final or not self.parse_tools else _held(self.buffer, [CALL_OPEN])
         text = self.buffer[: len(self.buffer) - keep]
-        self.buffer = self.buffer[len(text):]
+        self.buffer = self.buffer[len(text) :]
         self._emit_content(events, text, before_call=False)
         if final:
             self.buffer = ""
@@ -151,7 +151,7 @@ class OutputSplitter:
             events.append(("content", body))
             self.right_after_call = False
         if not before_call:
-            self.pending_space = text[len(body):]
+            self.pending_space = text[len(body) :]
 
     def _call(self, events, final: bool) -> None:
         end = self.buffer.find(CALL_CLOSE)
@@ -160,7 +160,7 @@ class OutputSplitter:
                 events.append(("content", CALL_OPEN + self.buffer))
                 self.buffer = ""
             return
-        raw, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE):]
+        raw, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE) :]
         self.state = "content"
         call = _parse_call(raw)
         if call is None:

@@ -1,19 +1,21 @@
 """og in a process of its own: the generation worker.
 
-onnxruntime-genai 0.18's Python bindings keep the GIL while ``generate_next_token`` runs
-(measured here: a Python thread beside a generator ran once per token, not once per
-millisecond). Generating in the server's process would freeze its event loop for a whole prefill
-(seconds with an image): no ``/health``, no 429, no bytes to any other client. So the og model is
-loaded once, in this worker process; each request is a thread here with its own ``og.Generator``;
+onnxruntime-genai 0.18's Python bindings keep the GIL while ``generate_next_token`` runs (a Python
+thread beside a generator runs once per token, not once per millisecond). Generating in the server's
+process would freeze its event loop for a whole prefill (seconds with an image): no ``/health``, no
+429, no bytes to any other client. So the og model is loaded once, in this worker process; each
+request is a thread here with its own ``og.Generator``;
 the HTTP process prepares inputs (numpy arrays) and reads tokens back over a pipe.
 
     HTTP process                                    worker process (og.Model, loaded once)
-    ("start", id, arrays, search options)  ----->   thread: og.Generator, one token at a time
-    ("cancel", id)                         ----->   checked between tokens
-                                           <-----   ("token", id, token)
-                                           <-----   ("done", id, finish, first_token_s, decode_s)
-                                           <-----   ("error", id, message)
-    ("stop",) or the pipe closing          ----->   exits
+    Start(job, arrays, search, guidance)   ----->   thread: a TokenStream (runtime/generate.py)
+    Cancel(job)                            ----->   asked before each token
+                                           <-----   Token(job, token)
+                                           <-----   Done(job, cancelled, prefill_s, decode_s)
+                                           <-----   Error(job, message)
+    Stop() or the pipe closing             ----->   exits
+
+The messages are the typed ones of ``messages.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Callable
+
+from ...errors import ServerError
+from .messages import Cancel, Done, Error, Fatal, FromWorker, Ready, Start, Stop, Token
 
 log = logging.getLogger("genai_qwen3vl.serve")
 _job_ids = itertools.count(1)  # unique across workers: a job of a dead worker never names a job of its successor
@@ -44,7 +48,7 @@ def load_timeout() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
-        raise ValueError(f"{LOAD_TIMEOUT_ENV}={value!r} is not a number of seconds > 0; unset it for {DEFAULT_LOAD_TIMEOUT:g} s")
+        raise ServerError(f"{LOAD_TIMEOUT_ENV}={value!r} is not a number of seconds > 0; unset it for {DEFAULT_LOAD_TIMEOUT:g} s")
     return seconds
 
 
@@ -56,59 +60,60 @@ def worker_main(model_dir: str, conn) -> None:
     try:
         import onnxruntime_genai as og
 
-        from ..processor import named_tensors
+        from ..generate import TokenStream
 
         model = og.Model(model_dir)
     except Exception as exc:  # noqa: BLE001 - og raises RuntimeError, a broken install ImportError: all go back as one line
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        conn.send(Fatal(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready",))
+    _warm_guidance(og, model)
+    conn.send(Ready())
     send_lock = threading.Lock()
     cancels: dict[int, threading.Event] = {}
 
-    def send(message) -> None:
+    def send(message: FromWorker) -> None:
         with send_lock:
             conn.send(message)
 
-    def generate(job: int, arrays: dict, search: dict, cancel: threading.Event) -> None:
+    def generate(start: Start, cancel: threading.Event) -> None:
         try:
-            start = time.perf_counter()
-            params = og.GeneratorParams(model)
-            params.set_search_options(**search)
-            generator = og.Generator(model, params)
-            generator.set_inputs(named_tensors(arrays))
-            first, finish = None, None
-            while not generator.is_done():
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                generator.generate_next_token()
-                first = first or time.perf_counter()
-                send(("token", job, int(generator.get_next_tokens()[0])))
-            del generator
-            end = time.perf_counter()
-            send(("done", job, finish, (first or end) - start, end - (first or end)))
+            stream = TokenStream(model, start.arrays, start.search, cancel.is_set, start.guidance)
+            for token in stream:
+                send(Token(start.job, token))
+            send(Done(start.job, stream.cancelled, stream.prefill_s, stream.decode_s))
         except Exception as exc:  # noqa: BLE001 - reported to the client as a 500, logged by the server
-            send(("error", job, f"{type(exc).__name__}: {exc}"))
+            send(Error(start.job, f"{type(exc).__name__}: {exc}"))
         finally:
-            cancels.pop(job, None)
+            cancels.pop(start.job, None)
 
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             break
-        if message[0] == "start":
-            _, job, arrays, search = message
-            cancels[job] = threading.Event()
-            threading.Thread(target=generate, args=(job, arrays, search, cancels[job]), daemon=True).start()
-        elif message[0] == "cancel":
-            if message[1] in cancels:
-                cancels[message[1]].set()
-        elif message[0] == "stop":
+        if isinstance(message, Start):
+            cancels[message.job] = threading.Event()
+            threading.Thread(target=generate, args=(message, cancels[message.job]), daemon=True).start()
+        elif isinstance(message, Cancel):
+            if message.job in cancels:
+                cancels[message.job].set()
+        elif isinstance(message, Stop):
             break
     for event in list(cancels.values()):
         event.set()
+
+
+def _warm_guidance(og, model) -> None:
+    """og builds llguidance's view of the tokenizer once per model, on the first generator with a
+    constraint (0.3 s for Qwen's vocabulary, measured by benchmarks/structured.py): built here,
+    while loading, it is not in the first structured request's time to first token."""
+    try:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=1)
+        params.set_guidance("regex", "a")
+        og.Generator(model, params)
+    except Exception as exc:  # noqa: BLE001 - structured requests would meet the same error and report it
+        log.warning("onnxruntime-genai's guidance could not start (%s); structured output will fail", exc)
 
 
 class Worker:
@@ -120,7 +125,7 @@ class Worker:
         self.process = context.Process(target=worker_main, args=(str(model_dir), child), name="genai-qwen3vl-og", daemon=True)
         self.process.start()
         child.close()
-        self.handlers: dict[int, Callable] = {}
+        self.handlers: dict[int, Callable[[str, FromWorker], None]] = {}
         self.lock = threading.Lock()
         self.on_death: Callable[[str], None] | None = None
         self.closing = False
@@ -134,23 +139,25 @@ class Worker:
             if not self.conn.poll(timeout):
                 self.process.kill()
                 self.process.join()
-                raise ValueError(f"the generation worker did not load the model within {timeout:g} s ({LOAD_TIMEOUT_ENV} sets this)")
+                raise ServerError(f"the generation worker did not load the model within {timeout:g} s ({LOAD_TIMEOUT_ENV} sets this)")
             message = self.conn.recv()
         except (EOFError, OSError):
             self.process.join(5)
-            raise ValueError(f"the generation worker exited (code {self.process.exitcode}) while loading the model") from None
-        if message[0] == "fatal":
-            raise ValueError(f"onnxruntime-genai cannot load it: {message[1]}")
+            raise ServerError(f"the generation worker exited (code {self.process.exitcode}) while loading the model") from None
+        if isinstance(message, Fatal):
+            raise ServerError(f"onnxruntime-genai cannot load it: {message.message}")
         threading.Thread(target=self._read, name="worker-reader", daemon=True).start()
 
-    def start(self, arrays: dict, search: dict, handler: Callable) -> int:
+    def start(self, arrays: dict, search: dict, handler: Callable[[str, FromWorker], None], guidance: tuple[str, str] | None = None) -> int:
+        """Sends the job (og's structured-output ``guidance`` with it, if any); ``handler(kind,
+        message)`` gets its Token, Done and Error messages on the reader thread."""
         with self.lock:
             if self.dead:
                 raise OSError("the generation worker has died")
             job = next(_job_ids)
             self.handlers[job] = handler
             try:
-                self.conn.send(("start", job, arrays, search))
+                self.conn.send(Start(job, arrays, search, guidance))
             except BaseException:
                 del self.handlers[job]
                 raise
@@ -160,7 +167,7 @@ class Worker:
         with self.lock:
             if job in self.handlers:
                 try:
-                    self.conn.send(("cancel", job))
+                    self.conn.send(Cancel(job))
                 except OSError:  # the worker has just died: its jobs end with an error anyway
                     pass
 
@@ -170,18 +177,18 @@ class Worker:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 break
-            handler = self.handlers.get(message[1])
-            if message[0] in ("done", "error"):
+            handler = self.handlers.get(message.job)
+            if isinstance(message, (Done, Error)):
                 with self.lock:
-                    self.handlers.pop(message[1], None)
+                    self.handlers.pop(message.job, None)
             if handler is not None:
-                handler(message[0], message[2:])
+                handler(message.kind, message)
         # the worker died (killed, out of memory): every job still waiting gets an error
         with self.lock:
             self.dead = True
-            orphans, self.handlers = list(self.handlers.values()), {}
-        for handler in orphans:
-            handler("error", ("the generation worker died",))
+            orphans, self.handlers = list(self.handlers.items()), {}
+        for job, handler in orphans:
+            handler("error", Error(job, "the generation worker died"))
         if not self.closing:
             self.process.join(5)
             log.error("the generation worker died (exit code %s)", self.process.exitcode)
@@ -192,7 +199,7 @@ class Worker:
         self.closing = True
         try:
             with self.lock:
-                self.conn.send(("stop",))
+                self.conn.send(Stop())
         except (OSError, BrokenPipeError):
             pass
         self.process.join(timeout)

@@ -226,6 +226,9 @@ function isJson(text) {
     system: $("#system"),
     maxTokens: $("#max-tokens"),
     temperature: $("#temperature"),
+    jsonMode: $("#json-mode"),
+    schemaField: $("#schema-field"),
+    jsonSchema: $("#json-schema"),
     messages: $("#messages"),
     status: $("#status"),
     attachments: $("#attachments"),
@@ -504,13 +507,41 @@ function isJson(text) {
     ui.stop.disabled = !busy;
   }
 
-  function requestBody(messages) {
+  // The JSON option: null (off), {type: "json_object"} (no schema), or OpenAI's json_schema
+  // format; throws a SyntaxError naming the problem when the schema box holds no JSON.
+  function responseFormat() {
+    if (!ui.jsonMode.checked) return null;
+    const text = ui.jsonSchema.value.trim();
+    if (!text) return { type: "json_object" };
+    let schema;
+    try {
+      schema = JSON.parse(text);
+    } catch (e) {
+      throw new SyntaxError(`the JSON schema is not valid JSON: ${e.message}`);
+    }
+    return { type: "json_schema", json_schema: { name: "page_schema", schema, strict: true } };
+  }
+
+  function requestBody(messages, format) {
     const body = { model: state.model || "default", messages, stream: true, stream_options: { include_usage: true } };
     const maxTokens = parseInt(ui.maxTokens.value, 10);
     if (Number.isFinite(maxTokens) && maxTokens > 0) body.max_tokens = maxTokens;
     const temperature = ui.temperature.value.trim();
     if (temperature !== "" && Number.isFinite(Number(temperature))) body.temperature = Number(temperature);
+    if (format) body.response_format = format;
     return body;
+  }
+
+  // A JSON answer shown pretty-printed (two-space indent); the conversation keeps it as written.
+  function prettyJson(view, answer) {
+    let value;
+    try {
+      value = JSON.parse(answer);
+    } catch (e) {
+      return;
+    }
+    view.answerText.data = JSON.stringify(value, null, 2);
+    view.answer.classList.add("json");
   }
 
   async function send() {
@@ -519,6 +550,16 @@ function isJson(text) {
     const images = state.attachments.map((a) => a.url);
     if (!text && !images.length) {
       ui.prompt.focus();
+      return;
+    }
+    let format;
+    try {
+      format = responseFormat();
+      ui.jsonSchema.classList.remove("invalid");
+    } catch (e) {
+      ui.jsonSchema.classList.add("invalid");
+      setStatus(e.message);
+      ui.jsonSchema.focus();
       return;
     }
     setBusy(true);
@@ -607,7 +648,7 @@ function isJson(text) {
       const response = await fetch("/v1/chat/completions", {
         method: "POST",
         headers: headers(true),
-        body: JSON.stringify(requestBody(messages)),
+        body: JSON.stringify(requestBody(messages, format)),
         signal: controller.signal,
       });
       if (!response.ok) {
@@ -664,6 +705,7 @@ function isJson(text) {
       view.node.classList.add("has-error");
     }
     view.usage.textContent = usageLine(run, end, aborted);
+    if (format && run.answer) prettyJson(view, run.answer);
     renderGrounding(view.answer);
     view.answer.classList.remove("streaming");
     if (!run.answer) view.answer.classList.add("empty");
@@ -732,6 +774,10 @@ function isJson(text) {
     await addFiles(ui.file.files);
     ui.file.value = "";
   });
+  ui.jsonMode.addEventListener("change", () => {
+    ui.schemaField.hidden = !ui.jsonMode.checked;
+  });
+  ui.jsonSchema.addEventListener("input", () => ui.jsonSchema.classList.remove("invalid"));
   ui.apiKey.addEventListener("change", keyChanged);
   ui.apiKey.addEventListener("keydown", (e) => {
     if (e.key === "Enter") keyChanged();

@@ -1,4 +1,5 @@
-"""Handing the pages of memory-mapped checkpoint files back to the kernel while og's builder runs."""
+"""Keeping the export's resident memory down: the memory of memory-mapped checkpoint files is handed
+back to the kernel while og's builder runs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ MADV_PAGEOUT = 21
 
 
 @contextlib.contextmanager
-def released_file_pages(paths, interval: float = 0.25) -> Iterator[None]:
+def reclaiming_mapped_memory(paths, interval: float = 0.25) -> Iterator[None]:
     """While the block runs, keep asking the kernel to reclaim this process's resident pages of
     memory maps of ``paths`` (Linux ``madvise(MADV_PAGEOUT)``, kernel 5.4+; elsewhere a no-op).
 
@@ -43,12 +44,10 @@ def released_file_pages(paths, interval: float = 0.25) -> Iterator[None]:
         while not stop.wait(interval):
             release()
 
-    thread = threading.Thread(target=loop, name="release-checkpoint-pages", daemon=True)
+    thread = threading.Thread(target=loop, name="reclaim-checkpoint-memory", daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-
-
