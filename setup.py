@@ -15,6 +15,7 @@ RUNTIME = [
     # jsonschema checks a schema against its metaschema
     "llguidance>=1.2,<2",
     "jsonschema>=4.18",
+    "tqdm>=4.66",  # the batch command's progress bar
 ]
 # what exports a checkpoint (genai_qwen3vl.export); og's builder, which writes the decoder, needs torch and transformers too
 EXPORT = [
@@ -34,6 +35,8 @@ VERIFY = EXPORT + [
     "av>=12",  # transformers' video loader for files
 ]
 VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
+# genai-qwen3vl batch: Parquet tables in and out (JSONL and CSV need nothing more)
+BATCH = ["pyarrow>=15"]
 # genai-qwen3vl serve: the OpenAI-compatible server (runtime tier: still no torch)
 SERVE = [
     "fastapi>=0.115",
@@ -65,9 +68,11 @@ setup(
         # install instead of the CPU packages: pip install "genai-qwen3vl[cuda]" && pip uninstall onnxruntime-genai onnxruntime
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.31"],
         "serve": SERVE,
+        "batch": BATCH,
         # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
         "test": VERIFY
         + SERVE
+        + BATCH
         + [
             "pytest>=8",
             "hypothesis>=6",

@@ -5,6 +5,7 @@
                                     checked against transformers (genai_qwen3vl.verify)
     genai-qwen3vl chat ...        the chat sample (genai_qwen3vl.runtime)
     genai-qwen3vl serve OUT_DIR   an OpenAI-compatible server with a chat page (genai_qwen3vl.runtime.serve)
+    genai-qwen3vl batch OUT_DIR   a folder or table of images and videos answered, resumably (genai_qwen3vl.runtime.batch)
     genai-qwen3vl demo ...        the built-in default job (all tiers)
     genai-qwen3vl info OUT_DIR    an exported folder's manifest and what it needs to run (genai_qwen3vl.model.folder)
 
@@ -34,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         "export": ("export a checkpoint (the same as builder_qwen3vl.py)", _export),
         "chat": ("chat with an exported folder (images and videos)", _chat),
         "serve": ("serve an exported folder over an OpenAI-compatible API, with a chat page", _serve),
+        "batch": ("answer a folder or a table of images and videos, resumably", _batch),
         "demo": ("make a tiny random Qwen3-VL, export it, run it, check it against transformers", _demo),
         "info": ("print an exported folder's manifest and what it needs to run", _info),
     }
     if not argv or argv[0] not in commands:
         parser = argparse.ArgumentParser(
             prog=PROGRAM,
-            description="Qwen3-VL for stock onnxruntime-genai: export, chat, serve, demo, info.",
+            description="Qwen3-VL for stock onnxruntime-genai: export, chat, serve, batch, demo, info.",
             formatter_class=argparse.RawDescriptionHelpFormatter,
             epilog="commands:\n"
             + "\n".join(f"  {name:<8} {text}" for name, (text, _) in commands.items())
@@ -66,6 +68,12 @@ def _serve(argv: list[str], prog: str) -> int:
     from .runtime.serve.main import main as serve_main
 
     return serve_main(argv, prog=prog)
+
+
+def _batch(argv: list[str], prog: str) -> int:
+    from .runtime.batch.command import main as batch_main
+
+    return batch_main(argv, prog=prog)
 
 
 def _info(argv: list[str], prog: str) -> int:

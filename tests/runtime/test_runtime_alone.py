@@ -133,6 +133,14 @@ def test_the_server_imports_only_the_runtime_and_the_serve_extra():
     assert len(SERVE_FILES) >= 7
 
 
+BATCH_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "genai_qwen3vl" / "runtime" / "batch").glob("*.py"))
+
+
+def test_the_batch_command_imports_only_the_runtime_and_the_batch_extra():
+    assert not (problems := _undeclared_imports(BATCH_FILES, "RUNTIME", "VIDEO", "BATCH")), problems
+    assert len(BATCH_FILES) >= 5
+
+
 _SERVE_SCRIPT = (
     _SCRIPT.split('if video == "frames"')[0]
     + r"""
