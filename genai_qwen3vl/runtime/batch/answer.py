@@ -13,8 +13,9 @@ import json
 import time
 from pathlib import Path
 
+from ...errors import InputError, PromptError
 from ...model.folder import ExportedFolder
-from ..constraints import Constraint, ConstraintChecker
+from ..constraints import Constraint, ConstraintChecker, ConstraintError
 from ..generate import TokenStream
 from ..processor import Qwen3VLProcessor
 from ..serve.output import OutputSplitter
@@ -35,7 +36,7 @@ def load_model(model_dir: Path, threads: int | None):
 
 
 def constraint_of(fmt: dict | None) -> Constraint | None:
-    """A row's ``response_format`` (OpenAI's shapes) as a Constraint; a ValueError for any other."""
+    """A row's ``response_format`` (OpenAI's shapes) as a Constraint; a ConstraintError for any other."""
     if fmt is None or fmt.get("type") == "text":
         return None
     if fmt.get("type") == "json_object":
@@ -43,7 +44,7 @@ def constraint_of(fmt: dict | None) -> Constraint | None:
     spec = fmt.get("json_schema")
     if fmt.get("type") == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), (dict, bool)):
         return Constraint.json_schema(spec["schema"])
-    raise ValueError(
+    raise ConstraintError(
         "response_format must be {'type': 'json_object'} or {'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}"
     )
 
@@ -91,7 +92,7 @@ class RowAnswerer:
         out["prompt_tokens"] = n
         wanted = row.max_tokens or self.max_tokens
         if n + 1 > self.context:
-            raise ValueError(f"the prompt is {n} tokens, which leaves no room for an answer within {self.context} (--max-model-len)")
+            raise PromptError(f"the prompt is {n} tokens, which leaves no room for an answer within {self.context} (--max-model-len)")
         limit = min(n + wanted, self.context)
         thinking = prompt.rstrip().endswith("<think>")
         guidance = constraint.guidance(thinking) if constraint is not None else None
@@ -108,7 +109,7 @@ class RowAnswerer:
             try:
                 out["json"] = json.loads(out["text"])
             except json.JSONDecodeError:
-                raise ValueError(f"the answer was cut at max_tokens ({wanted}) before its JSON was complete; raise max_tokens") from None
+                raise InputError(f"the answer was cut at max_tokens ({wanted}) before its JSON was complete; raise max_tokens") from None
 
 
 def _one_line(exc: BaseException) -> str:
