@@ -37,6 +37,9 @@ VERIFY = EXPORT + [
 VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
 # genai-qwen3vl batch: Parquet tables in and out (JSONL and CSV need nothing more)
 BATCH = ["pyarrow>=15"]
+# genai-qwen3vl batch --ray: Ray Data over a cluster (runtime/batch/ray_pool.py); below 2.64, which
+# drops the **ray_remote_args that carry max_task_retries
+RAY = ["ray[data]>=2.52,<2.64"]
 # genai-qwen3vl serve: the OpenAI-compatible server (runtime tier: still no torch)
 SERVE = [
     "fastapi>=0.115",
@@ -69,10 +72,11 @@ setup(
         "cuda": ["onnxruntime-genai-cuda>=0.18,<0.19", "onnxruntime-gpu>=1.31"],
         "serve": SERVE,
         "batch": BATCH,
+        "ray": RAY + BATCH,
         # the server's tests drive it with the official openai client, httpx and a real browser (Debian's chromium)
         "test": VERIFY
         + SERVE
-        + BATCH
+        + RAY
         + [
             "pytest>=8",
             "hypothesis>=6",

@@ -7,5 +7,6 @@ videos answered through stock onnxruntime-genai, resumable and exact (runtime ti
                  asks for JSON), the text split into reasoning, content and tool calls
     pool.py      N engine processes on this machine, each its own og model and threads; a process
                  that dies is replaced and its row tried again
+    ray_pool.py  --ray: the same rows on a Ray cluster, Ray Data actors each holding one og model
     command.py   the command line: flags, progress, summary, exit codes
 """

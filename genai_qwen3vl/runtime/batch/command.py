@@ -55,6 +55,23 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     add_flag(parser, "seed", type=sampling.argparse_type("seed"), help="the sampling seed (each row starts from it)")
     add_flag(parser, "chunk_rows", type=positive(int), default=32, help="rows per chunk written (default 32; also every 10 s)")
     add_flag(parser, "retry_errors", action="store_true", help="answer again the rows an earlier run recorded an error for")
+    ray = parser.add_argument_group("on a Ray cluster (pip install 'genai-qwen3vl[ray]')")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="answer the rows on Ray Data: ADDRESS (host:port, ray://host:port or auto) names the cluster; "
+        "without it, the one `ray start` runs on this machine, else a new local one. "
+        "--workers is then the actors (default: as many as the nodes' CPUs hold), --threads the CPUs of each (default 4)",
+    )
+    add_flag(
+        ray,
+        "ray_ship",
+        action="store_true",
+        help="ship the model folder to each node once (Ray's object store) and the rows' files with the rows, "
+        "for nodes that do not share this machine's paths",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar: a log line every 30 s and the summary")
     return parser
 
@@ -118,10 +135,26 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl batch") -> in
     ids = {row.id for row in rows}
     kept = {key: row for key, row in done.items() if key in ids and not (args.retry_errors and row.get("error") is not None)}
     todo = [row for row in rows if row.id not in kept]
-    cores = os.cpu_count() or 1
-    workers = args.workers or max(1, cores // 4)
-    threads = args.threads or max(1, cores // workers)
     search = search_options(args, dict(folder.search))
+    if args.ray_ship and args.ray is None:
+        print("error: --ray-ship ships the model to a Ray cluster's nodes: give --ray too", file=sys.stderr)
+        return 2
+    if args.ray is not None:
+        from .ray_pool import RayPool, cluster_shape, default_sizes
+
+        try:
+            workers, threads = default_sizes(cluster_shape(args.ray or None), args.workers, args.threads)
+        except EngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        pool = RayPool(args.model_dir, search, args.max_tokens, workers, threads, args.max_model_len, args.ray or None, args.ray_ship)
+        engines = f"{workers} Ray actor(s) x {threads} CPU(s)"
+    else:
+        cores = os.cpu_count() or 1
+        workers = args.workers or max(1, cores // 4)
+        threads = args.threads or max(1, cores // workers)
+        pool = LocalPool(args.model_dir, search, args.max_tokens, workers, threads, args.max_model_len)
+        engines = f"{workers} engine process(es) x {threads} thread(s)"
     if kept:
         print(
             f"{len(kept)} of {len(rows)} rows are already in {args.output} (or its .parts): answering the other {len(todo)}",
@@ -144,7 +177,6 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl batch") -> in
             buffer.clear()
             last_flush = time.monotonic()
 
-    pool = LocalPool(args.model_dir, search, args.max_tokens, workers, threads, args.max_model_len)
     try:
         if todo:
             pool.run(todo, on_result)
@@ -178,7 +210,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl batch") -> in
     print(
         f"done: {written} rows in {args.output} ({errors} with an error); this run answered {answered['rows']} rows, "
         f"{answered['tokens']} tokens in {seconds:.1f} s ({answered['rows'] / max(seconds, 1e-9):.2f} rows/s, "
-        f"{answered['tokens'] / max(seconds, 1e-9):.1f} tokens/s) with {workers} engine process(es) x {threads} thread(s)",
+        f"{answered['tokens'] / max(seconds, 1e-9):.1f} tokens/s) with {engines}",
         file=sys.stderr,
     )
     return 3 if errors else 0

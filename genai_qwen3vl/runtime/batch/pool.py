@@ -108,7 +108,9 @@ class LocalPool:
                     if row is not None:
                         busy -= 1
                         if attempts[row.id] >= ATTEMPTS:
-                            on_result(_died(row, engine.process.exitcode))
+                            code = engine.process.exitcode
+                            why = f"the engine process died on this row {ATTEMPTS} times (exit code {code}); it is skipped"
+                            on_result(dead_row(row, why))
                         else:
                             pending.append(row)
 
@@ -126,7 +128,8 @@ class LocalPool:
         self.engines = []
 
 
-def _died(row: Row, code: int | None) -> dict:
+def dead_row(row: Row, error: str) -> dict:
+    """The output row of a row no engine could answer."""
     return {
         "id": row.id,
         "text": None,
@@ -136,5 +139,5 @@ def _died(row: Row, code: int | None) -> dict:
         "prompt_tokens": None,
         "completion_tokens": None,
         "seconds": None,
-        "error": f"the engine process died on this row {ATTEMPTS} times (exit code {code}); it is skipped",
+        "error": error,
     }
