@@ -28,6 +28,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ...errors import FolderError
+from ...model.folder import ExportedFolder
 from .answer import RowAnswerer
 from .pool import ATTEMPTS, EngineError, dead_row
 from .table import Row
@@ -91,10 +93,13 @@ class RayAnswerer:
 
     def __init__(self, model_dir: str, search: dict, max_tokens: int, threads: int, context: int | None, shipped: dict | None):
         folder = _local_copy(shipped) if shipped else Path(model_dir)
-        if not (folder / "genai_config.json").is_file():
+        try:
+            ExportedFolder.open(folder)
+        except FolderError as e:
             raise RuntimeError(
-                f"{model_dir} is not readable on node {_node_name()}: put the model folder on a path every node shares, or pass --ray-ship"
-            )
+                f"{model_dir} is not readable on node {_node_name()} ({e}): "
+                "put the model folder on a path every node shares, or pass --ray-ship"
+            ) from None
         self.answerer = RowAnswerer(folder, search, max_tokens, threads, context)
 
     def __call__(self, batch: dict) -> dict:
