@@ -39,7 +39,7 @@ VIDEO = ["av>=12"]  # decoding video files in Qwen3VLProcessor
 BATCH = ["pyarrow>=15"]
 # genai-qwen3vl batch --ray: Ray Data over a cluster (runtime/batch/ray_pool.py); below 2.64, which
 # drops the **ray_remote_args that carry max_task_retries
-RAY = ["ray[data]>=2.52,<2.64"]
+RAY = ["ray[data,serve]>=2.52,<2.64"]
 # genai-qwen3vl serve: the OpenAI-compatible server (runtime tier: still no torch)
 SERVE = [
     "fastapi>=0.115",

@@ -64,3 +64,8 @@ class ServerError(Qwen3VLError, ValueError):
 
 class SamplingError(InputError):
     """A sampling option (temperature, top_p, top_k, repetition_penalty, seed) is outside its range."""
+
+
+class ClusterError(Qwen3VLError, ValueError):
+    """Ray is not installed here, or its cluster cannot be reached or cannot run what was asked
+    (one line: what to do)."""

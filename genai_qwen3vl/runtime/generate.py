@@ -19,6 +19,22 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+SECTIONS = ("decoder", "vision", "embedding")  # the sessions og's model holds
+
+
+def load_model(model_dir, threads: int | None = None):
+    """og's model, with ``threads`` intra-op threads in each of its sessions (None: og's default,
+    every core)."""
+    import json
+
+    import onnxruntime_genai as og
+
+    config = og.Config(str(model_dir))
+    if threads:
+        options = {"session_options": {"intra_op_num_threads": threads}}
+        config.overlay(json.dumps({"model": {section: options for section in SECTIONS}}))
+    return og.Model(config)
+
 
 def og_inputs(inputs):
     """``og.NamedTensors`` as they are, or a ``{name: numpy array}`` mapping converted."""

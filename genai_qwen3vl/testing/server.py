@@ -23,7 +23,15 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m genai_qwen3vl.serve MODEL_DIR --port P FLAGS`` in a subprocess; its log in a file."""
 
-    def __init__(self, model_dir: Path, *flags: str, log_dir: Path, api_key: str | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        model_dir: Path,
+        *flags: str,
+        log_dir: Path,
+        api_key: str | None = None,
+        env: dict | None = None,
+        new_session: bool = False,
+    ):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api_key = api_key
@@ -32,7 +40,9 @@ class ServerProcess:
         if api_key:
             cmd += ["--api-key", api_key]
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=new_session
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> "ServerProcess":
         deadline = time.monotonic() + timeout
@@ -56,8 +66,11 @@ class ServerProcess:
         """The server and its descendants (the og worker process)."""
         pids, i = [self.proc.pid], 0
         while i < len(pids):
-            for task in Path(f"/proc/{pids[i]}/task").iterdir():
-                pids += [int(p) for p in (task / "children").read_text().split()]
+            try:
+                for task in Path(f"/proc/{pids[i]}/task").iterdir():
+                    pids += [int(p) for p in (task / "children").read_text().split()]
+            except FileNotFoundError:  # it ended while we looked
+                pass
             i += 1
         return pids
 

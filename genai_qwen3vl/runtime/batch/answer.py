@@ -16,23 +16,10 @@ from pathlib import Path
 from ...errors import InputError, PromptError
 from ...model.folder import ExportedFolder
 from ..constraints import Constraint, ConstraintChecker, ConstraintError
-from ..generate import TokenStream
+from ..generate import TokenStream, load_model
 from ..processor import Qwen3VLProcessor
 from ..serve.output import OutputSplitter
 from .table import Row
-
-SECTIONS = ("decoder", "vision", "embedding")
-
-
-def load_model(model_dir: Path, threads: int | None):
-    """og's model with ``threads`` intra-op threads in each of its sessions (None: og's default)."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(model_dir))
-    if threads:
-        options = {"session_options": {"intra_op_num_threads": threads}}
-        config.overlay(json.dumps({"model": {section: options for section in SECTIONS}}))
-    return og.Model(config)
 
 
 def constraint_of(fmt: dict | None) -> Constraint | None:

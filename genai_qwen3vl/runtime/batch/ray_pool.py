@@ -28,8 +28,9 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ...errors import FolderError
+from ...errors import ClusterError, FolderError
 from ...model.folder import ExportedFolder
+from ..ray_cluster import connect, ray_module
 from .answer import RowAnswerer
 from .pool import ATTEMPTS, EngineError, dead_row
 from .table import Row
@@ -43,40 +44,10 @@ class RayUnavailable(EngineError):
 
 def cluster_shape(address: str | None) -> list[int]:
     """Connects to (or starts) the cluster; the CPUs of each alive node."""
-    ray = _ray()
-    if not ray.is_initialized():
-        # Ray Data keeps the actors' constructor arguments alive while the job runs; Ray's C++ core
-        # logs an alarming line about them at each start. Its own errors reach us as exceptions.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-        _reachable(address)
-        try:
-            ray.init(
-                address=address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=True,
-            )
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = address or "this machine (a new local cluster, or the one `ray start` runs here)"
-            raise RayUnavailable(f"cannot connect to Ray at {where}: {' '.join(str(exc).split())[:300]}") from None
-    return [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
-
-
-def _reachable(address: str | None) -> None:
-    """A host:port nobody listens on fails here in seconds (Ray itself waits minutes for a GCS)."""
-    if not address or address == "auto" or "://" in address or ":" not in address:
-        return
-    import socket
-
-    host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=10):
-            pass
-    except (OSError, ValueError) as exc:
-        raise RayUnavailable(
-            f"cannot connect to Ray at {address}: {exc.strerror or exc}; start the cluster (`ray start --head`) or give its address"
-        ) from None
+        return connect(address, "--ray")
+    except ClusterError as exc:
+        raise RayUnavailable(str(exc)) from None
 
 
 def default_sizes(node_cpus: list[int], workers: int | None, threads: int | None) -> tuple[int, int]:
@@ -263,7 +234,6 @@ def _ray_message(exc: BaseException) -> str:
 
 def _ray():
     try:
-        import ray
-    except ImportError:
-        raise RayUnavailable("--ray needs Ray on this machine and every node: pip install 'genai-qwen3vl[ray]'") from None
-    return ray
+        return ray_module("--ray")
+    except ClusterError as exc:
+        raise RayUnavailable(str(exc)) from None

@@ -25,6 +25,7 @@ preparation too, and a full queue answers 429 at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 
@@ -66,15 +67,21 @@ class StatusCounter:
         return await self.app(scope, receive, counting_send)
 
 
-def create_app(options: ServeOptions, on_fatal=None) -> FastAPI:
+def create_app(options: ServeOptions, on_fatal=None, load_first: bool = False) -> FastAPI:
     """The app; the model loads in a background thread once the server starts (``/health``
-    answers 503 until then). ``on_fatal(message)``: the model cannot be served (any more)."""
+    answers 503 until then), or, with ``load_first`` (a Ray Serve replica, which takes requests
+    once its start-up returns), before start-up ends, a RuntimeError if it cannot.
+    ``on_fatal(message)``: the model cannot be served (any more)."""
     state = ServerState(options, on_fatal)
 
     async def lifespan(app: FastAPI):
         state.slots = Slots(options.max_concurrency, options.max_queue, state.metrics)
         loader = threading.Thread(target=state.load, name="load-model", daemon=True)
         loader.start()
+        if load_first:
+            await asyncio.to_thread(loader.join)
+            if state.engine is None:
+                raise RuntimeError(f"cannot serve {options.model_dir}: {state.error}")
         yield
         loader.join()
         state.stop()

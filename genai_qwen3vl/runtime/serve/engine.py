@@ -50,8 +50,11 @@ class Prepared:
 
 
 class Engine:
-    def __init__(self, model_dir: Path, max_model_len: int | None, min_pixels: int | None, max_pixels: int | None):
+    def __init__(
+        self, model_dir: Path, max_model_len: int | None, min_pixels: int | None, max_pixels: int | None, threads: int | None = None
+    ):
         self.model_dir = Path(model_dir)
+        self.threads = threads
         folder = ExportedFolder.open(self.model_dir)
         self.processor = Qwen3VLProcessor(folder)
         if not self.processor.chat_template:
@@ -86,7 +89,7 @@ class Engine:
             log.warning("llguidance cannot read %s/tokenizer.json (%s); structured output will fail", self.model_dir, exc)
 
     def _start_worker(self) -> Worker:
-        worker = Worker(self.model_dir)
+        worker = Worker(self.model_dir, self.threads)
         try:
             worker.wait_ready()
         except ValueError:

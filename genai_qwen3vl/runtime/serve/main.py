@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -126,12 +127,83 @@ def build_parser(prog: str = "genai-qwen3vl serve") -> argparse.ArgumentParser:
     )
     p.add_argument("--limit-images", type=_positive(int, 0), default=D.limit_images, help=f"images per request (default {D.limit_images})")
     p.add_argument("--limit-videos", type=_positive(int, 0), default=D.limit_videos, help=f"videos per request (default {D.limit_videos})")
+    p.add_argument("--threads", type=_positive(int), help="og's threads per session of the model (default: og's, every core)")
+    ray = p.add_argument_group("replicas on Ray Serve (needs the ray extra: pip install 'genai-qwen3vl[ray]')")
+    ray.add_argument(
+        "--ray-replicas",
+        metavar="N|MIN:MAX",
+        help="serve with N replicas of the server, each its own og model, behind Ray Serve's proxy at --host/--port; "
+        "MIN:MAX autoscales between them (target: --max-concurrency requests in flight per replica)",
+    )
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="the Ray cluster to deploy on: its address (HEAD:6379, ray://HEAD:10001), or none for the one `ray start` runs "
+        "here (without --ray: a local cluster of this command's own). The model folder must be at the same path on every node",
+    )
+    ray.add_argument(
+        "--ray-cpus-per-replica",
+        type=_cpus,
+        default=1.0,
+        help="CPUs Ray reserves for each replica; og's threads follow it unless --threads is given (default 1)",
+    )
+    ray.add_argument(
+        "--ray-autoscaling",
+        metavar="JSON",
+        help='more of Ray Serve\'s autoscaling fields, e.g. \'{"target_ongoing_requests": 2, "downscale_delay_s": 300}\'',
+    )
     p.add_argument("--log-level", default=D.log_level, choices=("debug", "info", "warning", "error"), help=f"default {D.log_level}")
     return p
 
 
+def _cpus(text: str) -> float:
+    """--ray-cpus-per-replica: a finite number of CPUs > 0 (Ray takes fractions)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 4096):
+        raise argparse.ArgumentTypeError(f"must be a number of CPUs > 0 (fractions allowed), got {text}")
+    return value
+
+
+def options_of(args: argparse.Namespace) -> ServeOptions:
+    """The parsed flags as the server's options."""
+    return ServeOptions(
+        model_dir=args.model_dir,
+        model_name=args.model_name,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        allowed_media_dir=args.allowed_media_dir,
+        min_image_pixels=args.min_image_pixels,
+        max_image_pixels=args.max_image_pixels,
+        timeout=args.timeout,
+        max_model_len=args.max_model_len,
+        max_request_bytes=args.max_request_bytes,
+        max_decode_pixels=args.max_decode_pixels,
+        max_request_pixels=args.max_request_pixels,
+        limit_images=args.limit_images,
+        limit_videos=args.limit_videos,
+        threads=args.threads,
+        host=args.host,
+        port=args.port,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        log_level=args.log_level,
+    )
+
+
 def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.ray_replicas is None:
+        for flag in ("ray", "ray_autoscaling"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag.replace('_', '-')} goes with --ray-replicas N")
     try:
         import uvicorn
 
@@ -148,29 +220,7 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    options = ServeOptions(
-        model_dir=args.model_dir,
-        model_name=args.model_name,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-        max_concurrency=args.max_concurrency,
-        max_queue=args.max_queue,
-        allowed_media_dir=args.allowed_media_dir,
-        min_image_pixels=args.min_image_pixels,
-        max_image_pixels=args.max_image_pixels,
-        timeout=args.timeout,
-        max_model_len=args.max_model_len,
-        max_request_bytes=args.max_request_bytes,
-        max_decode_pixels=args.max_decode_pixels,
-        max_request_pixels=args.max_request_pixels,
-        limit_images=args.limit_images,
-        limit_videos=args.limit_videos,
-        host=args.host,
-        port=args.port,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        keep_alive_timeout=args.keep_alive_timeout,
-        log_level=args.log_level,
-    )
+    options = options_of(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(message)s")
     try:  # before the model loads: a port in use is one line, at once
         sockets = _bind(options.host, options.port)
@@ -181,6 +231,8 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
             file=sys.stderr,
         )
         return 3
+    if args.ray_replicas is not None:
+        return _serve_on_ray(args, options, sockets)
     fatal: list[str] = []
     server = None
 
@@ -222,6 +274,30 @@ def main(argv: list[str] | None = None, prog: str = "genai-qwen3vl serve") -> in
         print(f"error: cannot serve {args.model_dir}: {fatal[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, options: ServeOptions, sockets: list[socket.socket]) -> int:
+    """--ray-replicas: the port is free (and chosen, for --port 0); Ray Serve's proxy listens on it."""
+    port = sockets[0].getsockname()[1]
+    for sock in sockets:
+        sock.close()
+    try:
+        from . import ray_serve
+    except ImportError as exc:
+        print(f"error: --ray-replicas needs the ray extra ({exc.name} is missing): pip install 'genai-qwen3vl[ray]'", file=sys.stderr)
+        return 2
+    try:
+        replicas = ray_serve.parse_replicas(args.ray_replicas)
+    except ValueError as exc:
+        print(f"error: --ray-replicas {exc}", file=sys.stderr)
+        return 2
+    try:
+        autoscaling = ray_serve.autoscaling_fields(args.ray_autoscaling)
+        address = "local" if args.ray is None else args.ray or "auto"  # the flag alone: the cluster `ray start` runs here
+        return ray_serve.run(dataclasses.replace(options, port=port), address, replicas, autoscaling, args.ray_cpus_per_replica)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

@@ -24,6 +24,7 @@ class ServeOptions:
     max_request_pixels: int = 8192 * 8192
     limit_images: int = 16
     limit_videos: int = 2
+    threads: int | None = None  # og's intra-op threads per session; None: og's default (every core)
     # the HTTP server's (uvicorn's) side
     host: str = "127.0.0.1"
     port: int = 8000

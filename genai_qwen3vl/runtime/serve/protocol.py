@@ -827,6 +827,7 @@ class Health(BaseModel):
     running: int | None = None
     waiting: int | None = None
     detail: str | None = None
+    replica: str | None = None  # the Ray Serve replica that answered (serve --ray-replicas)
 
 
 def too_long(prompt: int, completion: int | None, context: int) -> APIError:

@@ -60,7 +60,10 @@ async def health(state: State):
             status_code=503,
             headers={"Retry-After": "2"},
         )
-    return JSONResponse({"status": "ok", "model": state.options.name, "running": state.slots.running, "waiting": state.slots.waiting})
+    body = {"status": "ok", "model": state.options.name, "running": state.slots.running, "waiting": state.slots.waiting}
+    if state.replica:
+        body["replica"] = state.replica
+    return JSONResponse(body)
 
 
 @api.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus metrics"}})

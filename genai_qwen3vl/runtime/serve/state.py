@@ -51,6 +51,7 @@ class ServerState:
         self.restarting = False
         self.stopping = False
         self.deaths: collections.deque[float] = collections.deque()
+        self.replica: str | None = None  # a Ray Serve replica's id (serve --ray-replicas)
 
     def fail(self, message: str) -> None:
         self.engine, self.error = None, message
@@ -61,7 +62,7 @@ class ServerState:
         """Loads the model (on a background thread at startup); a folder og cannot load ends the server."""
         options = self.options
         try:
-            engine = Engine(options.model_dir, options.max_model_len, options.min_image_pixels, options.max_image_pixels)
+            engine = Engine(options.model_dir, options.max_model_len, options.min_image_pixels, options.max_image_pixels, options.threads)
             engine.worker.on_death = self.on_worker_death
             self.engine = engine
             log.info("loaded %s as %r; serving", options.model_dir, options.name)

@@ -52,7 +52,7 @@ def load_timeout() -> float:
     return seconds
 
 
-def worker_main(model_dir: str, conn) -> None:
+def worker_main(model_dir: str, conn, threads: int | None = None) -> None:
     """The worker process: load og's model, then run generations until told to stop."""
     # Ctrl-C and SIGTERM reach the whole process group; the server drains, then stops us
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -60,9 +60,9 @@ def worker_main(model_dir: str, conn) -> None:
     try:
         import onnxruntime_genai as og
 
-        from ..generate import TokenStream
+        from ..generate import TokenStream, load_model
 
-        model = og.Model(model_dir)
+        model = load_model(model_dir, threads)
     except Exception as exc:  # noqa: BLE001 - og raises RuntimeError, a broken install ImportError: all go back as one line
         conn.send(Fatal(f"{type(exc).__name__}: {exc}"))
         return
@@ -119,10 +119,10 @@ def _warm_guidance(og, model) -> None:
 class Worker:
     """The HTTP process's side: starts the worker, sends jobs, hands each message to its job."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, threads: int | None = None):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of the server's threads
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(str(model_dir), child), name="genai-qwen3vl-og", daemon=True)
+        self.process = context.Process(target=worker_main, args=(str(model_dir), child, threads), name="genai-qwen3vl-og", daemon=True)
         self.process.start()
         child.close()
         self.handlers: dict[int, Callable[[str, FromWorker], None]] = {}
