@@ -149,15 +149,16 @@ def test_two_replicas_share_the_requests_and_survive_one_killed(exported, tmp_pa
         server.terminate()
 
 
-def test_a_signal_to_the_whole_process_group_ends_the_command_and_its_cluster(exported, tmp_path, ray_tmp):
-    """As a terminal's Ctrl-C or `timeout` sends it: the local cluster's processes get it too."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_process_group_ends_the_command_and_its_cluster(exported, tmp_path, ray_tmp, sig):
+    """As `timeout` (SIGTERM) or a terminal's Ctrl-C (SIGINT) sends it: the local cluster's processes get it too."""
     server = ServerProcess(exported(PRESET), "--ray-replicas", "1", log_dir=tmp_path, env=_ray_env(ray_tmp), new_session=True)
     try:
         _wait_for_replicas(server, 1)
         assert _ask(server.base_url)
         pids = server.pids()
         assert len(pids) > 3, pids  # the command, Ray's processes, the replica and its og worker
-        _ends_cleanly(server, pids, lambda: os.killpg(server.proc.pid, signal.SIGTERM))
+        _ends_cleanly(server, pids, lambda: os.killpg(server.proc.pid, sig))
     finally:
         server.terminate()
 
@@ -189,3 +190,23 @@ def test_bad_ray_flags_are_one_line(exported, flags, message):
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.startswith("error") or ": error:" in line]) == 1, proc.stderr
+
+
+def test_a_ray_serve_config_file_builds_the_same_deployment(exported):
+    """``serve run genai_qwen3vl.runtime.serve.ray_serve:app_builder model_dir=... ray_replicas=1:3``
+    (the args of a config file) gives what the command's flags give; a bad folder or flag is a
+    ValueError naming it."""
+    from genai_qwen3vl.runtime.serve.ray_serve import app_builder
+
+    model = exported(PRESET)
+    app = app_builder({"model_dir": str(model), "ray_replicas": "1:3", "max_concurrency": 2, "max_queue": 5})
+    deployment = app._bound_deployment  # Ray's Application keeps it there; no public accessor in 2.60
+    scaling = deployment._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 3, 2)
+    assert deployment.max_ongoing_requests == 7 and deployment.ray_actor_options["num_cpus"] == 1
+    fixed = app_builder({"model_dir": str(model), "ray_replicas": 2})._bound_deployment
+    assert fixed.num_replicas == 2 and fixed._deployment_config.autoscaling_config is None
+    with pytest.raises(ValueError, match="genai_config.json"):
+        app_builder({"model_dir": str(model.parent)})
+    with pytest.raises(ValueError, match="not the serve command's flags"):
+        app_builder({"model_dir": str(model), "no_such_flag": 1})

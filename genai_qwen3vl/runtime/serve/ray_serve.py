@@ -83,14 +83,14 @@ class Qwen3VLServer:
 
 
 def parse_replicas(text: str) -> tuple[int, int]:
-    """``N`` (a fixed count) or ``MIN:MAX`` (autoscaling) as (min, max); a ValueError otherwise."""
+    """``N`` (a fixed count) or ``MIN:MAX`` (autoscaling) as (min, max); a ServerError otherwise."""
     low, sep, high = text.partition(":")
     try:
         bounds = (int(low), int(high) if sep else int(low))
     except ValueError:
-        raise ValueError(f"{text!r} is not N or MIN:MAX") from None
+        raise ServerError(f"{text!r} is not N or MIN:MAX") from None
     if bounds[0] < (0 if sep else 1) or bounds[1] < max(1, bounds[0]):
-        raise ValueError(f"{text!r}: give N >= 1, or MIN:MAX with 0 <= MIN <= MAX and MAX >= 1")
+        raise ServerError(f"{text!r}: give N >= 1, or MIN:MAX with 0 <= MIN <= MAX and MAX >= 1")
     return bounds
 
 
@@ -134,13 +134,18 @@ def application(options: ServeOptions, replicas: tuple[int, int], autoscaling: d
 def app_builder(args: dict):
     """For Ray Serve config files and ``serve run``: the serve command's flags as args
     (``model_dir``, ``max_concurrency``, ``ray_replicas``, ``ray_cpus_per_replica`` ...)."""
+    from .engine import check_model_dir
     from .main import build_parser, options_of
 
     argv = [str(args.get("model_dir", ""))]
     for key, value in args.items():
         if key != "model_dir":
             argv += [f"--{key.replace('_', '-')}", str(value)]
-    parsed = build_parser("app_builder").parse_args(argv)
+    try:
+        parsed = build_parser("app_builder").parse_args(argv)
+    except SystemExit:  # argparse printed what is wrong
+        raise ServerError(f"app_builder: the args {sorted(args)} are not the serve command's flags (see the line above)") from None
+    check_model_dir(parsed.model_dir)
     options = options_of(parsed)
     cpus = parsed.ray_cpus_per_replica
     options = _with_threads(options, cpus)
