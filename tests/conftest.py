@@ -19,6 +19,7 @@ in the test itself, an export of a preset or target beyond the fast lane's (``FA
 from __future__ import annotations
 
 import inspect
+import signal
 import types
 from pathlib import Path
 from typing import NamedTuple
@@ -77,6 +78,12 @@ def cuda_available() -> bool:
 
 
 def pytest_configure(config):
+    # A suite started in the background of a non-interactive shell (`cmd &`, nohup in a script, some CI
+    # runners) inherits SIGINT ignored, and Python then keeps it ignored: the Ctrl-C tests (in this
+    # process and in the commands they start, which inherit an ignored signal but not a handler)
+    # would test nothing. Python's own handler, as an interactive start has it.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "parity(artifact): a parity test of one artifact against transformers (params: target, preset)")
     config.addinivalue_line("markers", "slow: not in the fast lane (scripts/test.sh --fast); set in conftest.py from what a test uses")
     config.addinivalue_line("markers", "server: a test of the server (under tests/serve, or starts one)")
