@@ -190,9 +190,9 @@ def run(options: ServeOptions, address: str | None, replicas: tuple[int, int], a
         while not stop.wait(1.0):
             pass
         log.info("stopping: deleting the deployment")
-        # A signal sent to the whole process group (a terminal's Ctrl-C, `timeout`, a service
-        # manager) also reaches the local cluster's raylet, and Ray's delete then waits forever
-        # for a controller that is gone: bounded, past the replicas' own graceful shutdown.
+        # Ray's delete waits forever for a controller that is gone (a cluster lost meanwhile; a
+        # local one of ours holds SIGTERM, see connect): bounded, past the replicas' own graceful
+        # shutdown.
         wait = options.timeout + 10
         if not _bounded(lambda: serve.delete(APP_NAME), wait):
             log.warning("the deployment did not confirm its deletion in %ds (the cluster's processes stopped first)", int(wait))
