@@ -79,6 +79,7 @@ setup(
         + RAY
         + [
             "pytest>=8",
+            "pytest-xdist>=3.6",  # scripts/test.sh runs the suite on every core
             "hypothesis>=6",
             "ruff>=0.6",
             "openai>=1.50",

@@ -14,8 +14,11 @@ if [ "${1:-}" = "--fast" ]; then
   shift
   lane=(-m "not slow" --durations=10)
 fi
+# pytest-xdist: one worker per core, 4 at most (most tests wait on one-threaded work: an export,
+# a process starting); GENAI_QWEN3VL_TEST_WORKERS=0 runs the suite in this process
+workers="${GENAI_QWEN3VL_TEST_WORKERS:-$(python -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')}"
 set +e
-python -m pytest tests "${lane[@]}" "$@"
+python -m pytest tests -n "$workers" --dist load "${lane[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

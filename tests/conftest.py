@@ -36,9 +36,15 @@ ALL_PRESETS = tuple(PRESETS)
 # Qwen3-VL-MoE presets: tests/verify/test_moe.py checks every artifact of both CPU targets on each
 MOE_PRESET_NAMES = tuple(MOE_PRESETS)
 
+# Gathered from the tests' reports (pytest_runtest_logreport) in the process that runs the session:
+# (test name, measured differences) for the summary
 _PARITY_RESULTS: list[tuple[str, str]] = []
 # (artifact, target flags, preset) of every parity test that passed in this session
 PASSED_PARITY: set[tuple[str, tuple[str, ...], str]] = set()
+# (artifact, target flags) of every parity test marked cuda (run or skipped)
+CUDA_PARITY_TESTS: set[tuple[str, tuple[str, ...]]] = set()
+# the user_properties keys that carry them
+MEASURED, PASSED, CUDA_PARITY = "parity_measured", "parity_passed", "parity_cuda_test"
 GUARD_TEST = "test_every_artifact_target_and_preset_has_a_passing_parity_test"
 
 # The fast lane's model: one preset, one target (a test parametrized with another is slow)
@@ -59,9 +65,23 @@ def record_parity(request):
 
     def record(report):
         text = report if isinstance(report, str) else ", ".join(f"{k} {v:.2e}" for k, v in report.items())
-        _PARITY_RESULTS.append((request.node.name, text))
+        request.node.user_properties.append((MEASURED, text))
 
     return record
+
+
+def pytest_runtest_logreport(report):
+    """What a test's report carries (``user_properties``, which pytest-xdist's workers send to the
+    process that runs the session), gathered where the session runs: one path with or without -n."""
+    for key, value in report.user_properties:
+        if key == MEASURED and report.when == "call":
+            _PARITY_RESULTS.append((report.nodeid.split("::")[-1], value))
+        elif key == PASSED:
+            artifact, flags, preset = value
+            PASSED_PARITY.add((artifact, tuple(flags), preset))
+        elif key == CUDA_PARITY:
+            artifact, flags = value
+            CUDA_PARITY_TESTS.add((artifact, tuple(flags)))
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -186,26 +206,78 @@ def pytest_collection_modifyitems(config, items):
         if isinstance(item, pytest.Function):
             for mark in _lane_markers(item):
                 item.add_marker(mark)
-    # the guard reads what the other tests did: it runs last
+    # the guard reads what the other tests did: it runs last, or under pytest-xdist, where no worker
+    # sees the others' tests, in the process that runs the session once they are done
+    if _xdist_worker(config):
+        guard = [item for item in items if item.name == GUARD_TEST]
+        items[:] = [item for item in items if item.name != GUARD_TEST]
+        config.hook.pytest_deselected(items=guard)
     items.sort(key=lambda item: item.name == GUARD_TEST)
+
+
+def _xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# Under pytest-xdist (scripts/test.sh runs it): the test files whose tests run one after another in
+# one worker, in collection order; every other test goes to whichever worker is free. The Ray
+# files each start clusters (a module's two-node cluster, or one per test): one at a time on a small
+# machine, and none running where a test asks Ray to find this machine's cluster (--ray alone).
+ONE_WORKER = {"tests/runtime/test_batch_ray.py": "ray", "tests/serve/test_ray_serve.py": "ray"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduling by scope (a scope's tests go to one worker, in order), with
+    ``ONE_WORKER``'s files one scope and every other test a scope of its own. (xdist's own
+    ``xdist_group`` marker does nothing under pytest 9: it renames node ids through an attribute
+    pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return ONE_WORKER.get(nodeid.split("::", 1)[0], nodeid)
+
+    return Scheduling(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Under pytest-xdist: the guard test, judged here once every worker's reports are in."""
+    if _xdist_worker(session.config) or not session.config.pluginmanager.has_plugin("dsession"):
+        return
+    if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        return
+    from .test_guard import missing_parity, whole_suite
+
+    if not whole_suite(session.config):
+        return
+    problem = missing_parity()
+    path = "tests/test_guard.py"
+    report = pytest.TestReport(f"{path}::{GUARD_TEST}", (path, 0, GUARD_TEST), {}, "failed" if problem else "passed", problem, "call")
+    session.config.hook.pytest_runtest_logreport(report=report)
+    if problem:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    params = getattr(item, "callspec", None)
+    params = params.params if params else {}
+    target = params.get("target")
+    on_device = item.get_closest_marker("cuda") is not None
+    if report.when == "setup" and on_device and isinstance(target, Target):
+        report.user_properties += [(CUDA_PARITY, (m.kwargs["artifact"], target.flags)) for m in item.iter_markers("parity")]
     if report.when != "call":
         return
     if report.passed:
-        params = getattr(item, "callspec", None)
-        params = params.params if params else {}
-        target = params.get("target")
-        on_device = item.get_closest_marker("cuda") is not None
         for mark in item.iter_markers("parity"):
             artifact = mark.kwargs["artifact"]
             # counts only where the artifact really ran (a bf16 decoder does not on a CPU)
             if isinstance(target, Target) and (on_device or artifact in target.cpu_checkable):
-                PASSED_PARITY.add((artifact, target.flags, params.get("preset", "(any)")))
+                report.user_properties.append((PASSED, (artifact, target.flags, params.get("preset", "(any)"))))
     elif report.failed:
         for mark in item.iter_markers("og_behaviour"):
             report.sections.append(

@@ -6,6 +6,10 @@ conftest.py records every passed test marked ``parity(artifact=...)`` with its `
 artifact really ran: on this machine's CPU (``Target.cpu_checkable``) or in a test marked
 ``cuda``, which runs on a CUDA device. What only a CUDA device can check must exist as such a
 test; without a device here it is skipped and not counted.
+
+With pytest-xdist (``-n``) no worker sees the others' tests, so conftest.py takes this test out of
+the workers' collections and the process that runs the session judges ``missing_parity`` once
+every worker is done, reporting it under this test's name.
 """
 
 from pathlib import Path
@@ -14,12 +18,12 @@ import pytest
 
 from genai_qwen3vl.model.precisions import ARTIFACTS, TARGETS, Target
 
-from .conftest import ALL_PRESETS, MOE_PRESET_NAMES, PASSED_PARITY, cuda_available
+from .conftest import ALL_PRESETS, CUDA_PARITY_TESTS, MOE_PRESET_NAMES, PASSED_PARITY, cuda_available
 
 TESTS = Path(__file__).parent
 
 
-def _whole_suite(config) -> bool:
+def whole_suite(config) -> bool:
     args = [Path(a).resolve() for a in config.args]
     return not config.option.keyword and not config.option.markexpr and all(a == TESTS for a in args)
 
@@ -28,18 +32,8 @@ def _covered(artifact: str, target: Target, preset: str | None = None) -> bool:
     return any(a == artifact and t == target.flags and (preset is None or p == preset) for a, t, p in PASSED_PARITY)
 
 
-def _cuda_tests(items) -> set[tuple[str, tuple[str, ...]]]:
-    found = set()
-    for item in items:
-        target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
-        if isinstance(target, Target) and item.get_closest_marker("cuda"):
-            found |= {(m.kwargs["artifact"], target.flags) for m in item.iter_markers("parity")}
-    return found
-
-
-def test_every_artifact_target_and_preset_has_a_passing_parity_test(request):
-    if not _whole_suite(request.config):
-        pytest.skip("the guard judges the whole suite; run `pytest tests` without -k/-m or file selections")
+def missing_parity() -> str | None:
+    """What no passing parity test covers in this session, or None."""
     missing = []
     for target in TARGETS:
         # CPU targets: every artifact on every tiny preset, Qwen3-VL and Qwen3-VL-MoE
@@ -49,10 +43,17 @@ def test_every_artifact_target_and_preset_has_a_passing_parity_test(request):
         # every target: every artifact this machine can check, on some preset
         checkable = ARTIFACTS if cuda_available() else target.cpu_checkable
         missing += [(a, target.flags, "any") for a in checkable if not _covered(a, target)]
-    assert not missing, f"no passing parity test for {sorted(missing)}"
+    if missing:
+        return f"no passing parity test for {sorted(missing)}"
     # what needs a CUDA device is tested where there is one
-    cuda_tests = _cuda_tests(request.session.items)
-    needs_device = [(a, t.flags) for t in TARGETS for a in ARTIFACTS if a not in t.cpu_checkable]
-    assert needs_device and all(pair in cuda_tests for pair in needs_device), (
-        f"no test marked cuda for {sorted(set(needs_device) - cuda_tests)}"
-    )
+    needs_device = {(a, t.flags) for t in TARGETS for a in ARTIFACTS if a not in t.cpu_checkable}
+    if not needs_device or not needs_device <= CUDA_PARITY_TESTS:
+        return f"no test marked cuda for {sorted(needs_device - CUDA_PARITY_TESTS)}"
+    return None
+
+
+def test_every_artifact_target_and_preset_has_a_passing_parity_test(request):
+    if not whole_suite(request.config):
+        pytest.skip("the guard judges the whole suite; run `pytest tests` without -k/-m or file selections")
+    problem = missing_parity()
+    assert problem is None, problem
