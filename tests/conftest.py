@@ -29,12 +29,21 @@ import pytest
 from genai_qwen3vl.model.precisions import TARGETS, Target
 from genai_qwen3vl.testing.cache import ArtifactCache
 from genai_qwen3vl.testing.media import make_picture
-from genai_qwen3vl.testing.tiny import ALL_TINY_PRESETS, MOE_PRESETS, PRESETS, make_scripted_checkpoint, make_tiny_checkpoint
+from genai_qwen3vl.testing.tiny import (
+    ALL_TINY_PRESETS,
+    MOE_PRESETS,
+    PRESETS,
+    QWEN3_5_PRESETS,
+    make_scripted_checkpoint,
+    make_tiny_checkpoint,
+)
 
 # Presets every CPU parity test runs on (see genai_qwen3vl/testing/presets.py for their dimensions).
 ALL_PRESETS = tuple(PRESETS)
 # Qwen3-VL-MoE presets: tests/verify/test_moe.py checks every artifact of both CPU targets on each
 MOE_PRESET_NAMES = tuple(MOE_PRESETS)
+# Qwen3.5 presets: tests/verify/test_qwen35.py checks every artifact of both CPU targets on each
+QWEN3_5_PRESET_NAMES = tuple(QWEN3_5_PRESETS)
 
 # Gathered from the tests' reports (pytest_runtest_logreport) in the process that runs the session:
 # (test name, measured differences) for the summary

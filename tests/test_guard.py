@@ -18,7 +18,7 @@ import pytest
 
 from genai_qwen3vl.model.precisions import ARTIFACTS, TARGETS, Target
 
-from .conftest import ALL_PRESETS, CUDA_PARITY_TESTS, MOE_PRESET_NAMES, PASSED_PARITY, cuda_available
+from .conftest import ALL_PRESETS, CUDA_PARITY_TESTS, MOE_PRESET_NAMES, PASSED_PARITY, QWEN3_5_PRESET_NAMES, cuda_available
 
 TESTS = Path(__file__).parent
 
@@ -36,9 +36,9 @@ def missing_parity() -> str | None:
     """What no passing parity test covers in this session, or None."""
     missing = []
     for target in TARGETS:
-        # CPU targets: every artifact on every tiny preset, Qwen3-VL and Qwen3-VL-MoE
+        # CPU targets: every artifact on every tiny preset, Qwen3-VL, Qwen3-VL-MoE and Qwen3.5
         if target.provider == "cpu":
-            presets = ALL_PRESETS + MOE_PRESET_NAMES
+            presets = ALL_PRESETS + MOE_PRESET_NAMES + QWEN3_5_PRESET_NAMES
             missing += [(a, target.flags, p) for a in ARTIFACTS for p in presets if not _covered(a, target, p)]
         # every target: every artifact this machine can check, on some preset
         checkable = ARTIFACTS if cuda_available() else target.cpu_checkable

@@ -90,6 +90,12 @@ def genai_config(spec: Qwen3VLSpec, options: ExportOptions) -> dict[str, Any]:
         "vocab_size": t.vocab_size,
         **dict(tok.markers),
     }
+    if spec.text.linear is not None:
+        # og finds the linear-attention layers' state by these names; written out, as og's own
+        # builder does (og's default names for them have changed between its releases)
+        decoder = model["decoder"]
+        decoder["inputs"].update(past_conv_names=io_contract.PAST_CONV, past_recurrent_names=io_contract.PAST_RECURRENT)
+        decoder["outputs"].update(present_conv_names=io_contract.PRESENT_CONV, present_recurrent_names=io_contract.PRESENT_RECURRENT)
     search = {
         "diversity_penalty": 0.0,
         "do_sample": bool(gen.get("do_sample", False)),

@@ -25,7 +25,8 @@ from .trim_logits import trim_prefill_logits
 def build_decoder(checkpoint_dir: Path, spec: Qwen3VLSpec, work_dir: Path, out_dir: Path, options: ExportOptions) -> Path:
     """Write ``model.onnx`` (+ ``.data``) into ``out_dir``; ``work_dir`` holds og's intermediate files."""
     target = options.target
-    view = text_only_view(checkpoint_dir, work_dir)
+    linear = spec.architecture.linear_attention
+    view = text_only_view(checkpoint_dir, work_dir, spec.text.mrope_section if linear else None, float32=linear)
     og_precision = "fp32" if target.streaming_int4 else options.precision
     og_extra = og_builder_options(options, experts=spec.text.experts is not None)
     og_dir = run_og_builder(view, work_dir, og_precision, options.execution_provider, og_extra, spec.architecture)

@@ -66,6 +66,8 @@ def add_deepstack(model: onnx.ModelProto, spec: Qwen3VLSpec) -> onnx.ModelProto:
     last_dim = embeds.type.tensor_type.shape.dim[-1]
     if last_dim.dim_value != hidden:
         raise Qwen3VLExportError(f"og's inputs_embeds is {last_dim.dim_value} wide, expected hidden_size={hidden}")
+    if spec.num_deepstack == 0:  # Qwen3.5: no DeepStack, og's graph as it is
+        return model
     last_dim.dim_value = width
 
     nodes = list(graph.node)

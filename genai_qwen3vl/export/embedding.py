@@ -42,7 +42,9 @@ class EmbeddingExportModel(nn.Module):
         # computed in the table's dtype, handed over in out_dtype
         embeds = self.embed_tokens(input_ids)
         # zeros beside the token embedding (a Concat: ORT has no bf16 Pad kernel)
-        text_rows = torch.cat([embeds, embeds.new_zeros(*embeds.shape[:-1], self.width - self.hidden)], dim=-1)
+        text_rows = embeds
+        if self.width > self.hidden:  # DeepStack's channels (none for Qwen3.5)
+            text_rows = torch.cat([embeds, embeds.new_zeros(*embeds.shape[:-1], self.width - self.hidden)], dim=-1)
         flat = input_ids.reshape(-1)
         is_image = flat == self.image_token_id
         is_video = flat == self.video_token_id

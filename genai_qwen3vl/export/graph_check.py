@@ -7,7 +7,8 @@ Weight-free (graphs are read without their external data, so the check costs no 
   checks when it loads a graph ("Graph output (present.0.key) does not exist in the graph")
   and ``onnx.checker`` cannot, since it does not know og's contrib ops;
 * the declared inputs and outputs match the I/O contract (names, dtypes, fixed and symbolic
-  dims), with the KV cache of every layer;
+  dims), with the KV cache of every full-attention layer and the state of every linear-attention
+  one (Qwen3.5);
 * the decoder's attention op is the one the target's genai_config.json is written for (og shares
   past and present buffers only for GroupQueryAttention).
 
@@ -60,7 +61,8 @@ def io_problems(model: onnx.ModelProto, contract: io_contract.GraphContract, spe
     (``io_dtype``: the float type the graphs exchange), fixed dims (symbolic ones stay symbolic)."""
     values = {v.name: v for v in list(model.graph.input) + list(model.graph.output)}
     problems = []
-    for decl in contract.inputs + contract.outputs:
+    state = io_contract.linear_state(spec) if contract is io_contract.DECODER else ()
+    for decl in contract.inputs + contract.outputs + state:
         value = values.get(decl.name)
         if value is None:
             problems.append(f"missing {decl.name}")
@@ -82,11 +84,9 @@ def io_problems(model: onnx.ModelProto, contract: io_contract.GraphContract, spe
             if isinstance(w, str) and (isinstance(g, int) and g > 0):
                 problems.append(f"{decl.name} dim {axis} is fixed to {g}, contract says symbolic {w}")
     if contract is io_contract.DECODER:
-        layers = spec.text.num_hidden_layers
-        for pattern in (io_contract.PAST_KEY, io_contract.PAST_VALUE, io_contract.PRESENT_KEY, io_contract.PRESENT_VALUE):
-            missing = [pattern % i for i in range(layers) if pattern % i not in values]
-            if missing:
-                problems.append(f"missing {', '.join(missing)}")
+        missing = [name for name in io_contract.kv_cache_names(spec) if name not in values]
+        if missing:
+            problems.append(f"missing {', '.join(missing)}")
     return problems
 
 

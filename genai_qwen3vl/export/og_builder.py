@@ -53,10 +53,17 @@ def og_builder_options(options, experts: bool = False) -> dict[str, str]:
     return extra
 
 
-def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
+def text_only_view(checkpoint_dir: Path, work_dir: Path, mrope_section: tuple[int, ...] | None = None, float32: bool = False) -> Path:
     """A view of the checkpoint (links to its files) whose config has no vision blocks, so that
     og's builder, which loads the whole model class, does not also hold the vision tower in
-    memory. The text config is untouched."""
+    memory. The text config is untouched, except that ``mrope_section`` (given) is written where
+    the config leaves it to transformers' default: og's builder writes no multimodal rotary
+    embedding at all without it (Qwen3.5's configs may omit it; transformers then uses [11, 11, 10]).
+
+    ``float32``: og's builder loads the model in float32 rather than the checkpoint's dtype
+    (transformers 5 loads "auto"). og computes some weights from others in the dtype it loaded:
+    for Qwen3.5 the zero-centred norms' 1+w and the linear layers' -exp(A_log), which in bf16 moved
+    a tiny model's logits by 0.3 where transformers computes them in float32."""
     view = Path(work_dir) / "text_only_checkpoint"
     view.mkdir(parents=True, exist_ok=True)
     for item in Path(checkpoint_dir).iterdir():
@@ -64,6 +71,18 @@ def text_only_view(checkpoint_dir: Path, work_dir: Path) -> Path:
             (view / item.name).symlink_to(item.resolve())
     config = json.loads((Path(checkpoint_dir) / "config.json").read_text(encoding="utf-8"))
     config["vision_config"] = {**config.get("vision_config", {}), "depth": 0, "deepstack_visual_indexes": []}
+    text = config.get("text_config")
+    if float32:
+        config["dtype"] = "float32"
+        if isinstance(text, dict):
+            text["dtype"] = "float32"
+            text.pop("torch_dtype", None)
+        config.pop("torch_dtype", None)
+    if mrope_section is not None and isinstance(text, dict):
+        key = "rope_parameters" if isinstance(text.get("rope_parameters"), dict) or "rope_scaling" not in text else "rope_scaling"
+        rope = dict(text.get(key) or {})
+        rope.setdefault("mrope_section", list(mrope_section))
+        text[key] = rope
     (view / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return view
 
@@ -95,7 +114,8 @@ def run_og_builder(
     arch: Architecture | None = None,
 ) -> Path:
     """Run og's ``create_model`` with ``exclude_embeds`` into ``work_dir/og``; returns that folder.
-    With ``arch``, og builds with our builder class for it; without, with og's own.
+    With ``arch``, og builds with our builder class for it (where it names one) and the options it
+    needs; without, with og's own.
 
     og's builder prints progress bars and notes on stdout/stderr and logs its quantizer's
     progress; all of it goes to the debug log (``--verbose``).
@@ -105,13 +125,14 @@ def run_og_builder(
 
     out = Path(work_dir) / "og"
     cache = Path(work_dir) / "og_cache"
-    options = {"exclude_embeds": "true", "filename": "model.onnx", **extra}
+    options = {"exclude_embeds": "true", "filename": "model.onnx", **extra, **dict(arch.og_extra_options if arch else ())}
     kv = [f"{k}={v}" for k, v in options.items()]
     verbosity = hf_logging.get_verbosity()
     # the text-only view leaves the vision weights unused; transformers reports that loudly
     hf_logging.set_verbosity_error()
     weights = [p.resolve() for p in Path(checkpoint_dir).glob("*.safetensors")]
-    dispatch = og_compat.dispatching_to(arch, builder_class(arch)) if arch is not None else contextlib.nullcontext()
+    ours = arch is not None and arch.og_builder_class is not None
+    dispatch = og_compat.dispatching_to(arch, builder_class(arch)) if ours else contextlib.nullcontext()
     try:
         with captured_output("onnxruntime-genai builder"), reclaiming_mapped_memory(weights), dispatch:
             parsed = og.parse_extra_options(None, str(checkpoint_dir), str(out), precision, execution_provider, str(cache), kv)

@@ -103,6 +103,13 @@ def stage(index: int, total: int, name: str, interrupts: Interrupts | None = Non
 
 def _check_attention(spec: Qwen3VLSpec, options: ExportOptions) -> None:
     target = options.target
+    if spec.text.linear is not None and target.provider != "cpu":
+        # onnxruntime's CUDA kernels for the linear-attention layers (CausalConvWithState,
+        # LinearAttention) and og's CUDA path for their state have not run on a GPU here yet
+        raise OptionsError(
+            f"{spec.hf_class} exports for -e cpu only for now (-p fp32 or -p int4): its linear-attention layers' "
+            f"onnxruntime kernels are not yet checked on a GPU by this tool; export with -e cpu"
+        )
     if target.attention_op == "GroupQueryAttention" and spec.text.head_dim % 8:
         raise CheckpointError(
             f"text_config head_dim={spec.text.head_dim} is not a multiple of 8, which onnxruntime's GroupQueryAttention "
@@ -268,12 +275,13 @@ def _run(options: ExportOptions, interrupts: Interrupts) -> Path:
         _check_attention(spec, options)  # what the target cannot run, before what the weights lack
         weight_bytes = verify_weights(checkpoint, spec)
         log.info(
-            "  %s: text %d layers x %d wide, vision %d blocks, DeepStack at %s",
+            "  %s: text %d layers x %d wide%s, vision %d blocks, DeepStack at %s",
             spec.hf_class,
             spec.text.num_hidden_layers,
             spec.text.hidden_size,
+            f" (full attention at {list(spec.text.full_attention_layers)}, the rest linear)" if spec.text.linear else "",
             spec.vision.depth,
-            list(spec.vision.deepstack_visual_indexes),
+            list(spec.vision.deepstack_visual_indexes) or "none",
         )
         _check_experts(checkpoint, spec, options)
     out.parent.mkdir(parents=True, exist_ok=True)

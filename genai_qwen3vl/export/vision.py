@@ -89,7 +89,7 @@ class VisionExportModel(nn.Module):
         super().__init__()
         self.visual = visual
         self.merge = visual.spatial_merge_size
-        self.deepstack_indexes = list(visual.deepstack_visual_indexes)
+        self.deepstack_indexes = list(getattr(visual, "deepstack_visual_indexes", ()))  # Qwen3.5's tower has none
         self.out_dtype = out_dtype
 
     def forward(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:

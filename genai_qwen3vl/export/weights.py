@@ -127,17 +127,23 @@ def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tupl
     h, hd = t.hidden_size, t.head_dim
     yield f"{text}embed_tokens.weight", ((t.vocab_size, h),)
     q, kv = t.num_attention_heads * hd, t.num_key_value_heads * hd
-    attn = {"q": (q, h), "k": (kv, h), "v": (kv, h), "o": (h, q)}
+    # Qwen3.5's gated attention: q_proj also writes each head's output gate
+    gated = 2 if arch.linear_attention else 1
+    attn = {"q": (gated * q, h), "k": (kv, h), "v": (kv, h), "o": (h, q)}
+    linear = set(t.linear_attention_layers)
     for i in range(t.num_hidden_layers):
         layer = f"{text}layers.{i}."
         yield f"{layer}input_layernorm.weight", ((h,),)
         yield f"{layer}post_attention_layernorm.weight", ((h,),)
-        for p, shape in attn.items():
-            yield f"{layer}self_attn.{p}_proj.weight", (shape,)
-            if t.attention_bias:
-                yield f"{layer}self_attn.{p}_proj.bias", ((shape[0],),)
-        yield f"{layer}self_attn.q_norm.weight", ((hd,),)
-        yield f"{layer}self_attn.k_norm.weight", ((hd,),)
+        if i in linear:
+            yield from _linear_attention_tensors(f"{layer}linear_attn.", t)
+        else:
+            for p, shape in attn.items():
+                yield f"{layer}self_attn.{p}_proj.weight", (shape,)
+                if t.attention_bias:
+                    yield f"{layer}self_attn.{p}_proj.bias", ((shape[0],),)
+            yield f"{layer}self_attn.q_norm.weight", ((hd,),)
+            yield f"{layer}self_attn.k_norm.weight", ((hd,),)
         e = t.experts
         if e is not None and arch.experts is not None and e.is_expert_layer(i):
             n, w = e.num_experts, e.intermediate_size
@@ -177,6 +183,21 @@ def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tupl
         yield from norm(f"{merger}.norm", width)
         yield from linear(f"{merger}.linear_fc1", merged, merged)
         yield from linear(f"{merger}.linear_fc2", v.out_hidden_size, merged)
+
+
+def _linear_attention_tensors(prefix: str, t) -> Iterator[tuple[str, tuple[tuple[int, ...], ...]]]:
+    """A Qwen3.5 linear-attention layer's tensors (transformers' Qwen3_5GatedDeltaNet)."""
+    lin, h = t.linear, t.hidden_size
+    values = lin.num_value_heads * lin.value_head_dim
+    yield f"{prefix}in_proj_qkv.weight", ((lin.conv_dim, h),)
+    yield f"{prefix}in_proj_z.weight", ((values, h),)
+    yield f"{prefix}in_proj_b.weight", ((lin.num_value_heads, h),)
+    yield f"{prefix}in_proj_a.weight", ((lin.num_value_heads, h),)
+    yield f"{prefix}conv1d.weight", ((lin.conv_dim, 1, lin.conv_kernel),)
+    yield f"{prefix}dt_bias", ((lin.num_value_heads,),)
+    yield f"{prefix}A_log", ((lin.num_value_heads,),)
+    yield f"{prefix}norm.weight", ((lin.value_head_dim,),)
+    yield f"{prefix}out_proj.weight", ((h, values),)
 
 
 def check_tensors(spec: Qwen3VLSpec, tensors: dict[str, TensorHeader], checkpoint_dir: Path) -> None:

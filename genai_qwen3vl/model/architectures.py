@@ -55,9 +55,10 @@ class Architecture:
     # classes whose forward the vision export replaces for the scope of the export
     vision_attention_class: str
     vision_patch_embed_class: str
-    # onnxruntime-genai builder class (in og's ``builders`` package) our decoder class extends
-    og_builder_module: str
-    og_builder_class: str
+    # onnxruntime-genai builder class (in og's ``builders`` package) our decoder class extends;
+    # None: og's builder writes the decoder with the class it picks itself
+    og_builder_module: str | None
+    og_builder_class: str | None
     # checkpoint tensor name prefixes, first match wins (hub layout, then older layouts)
     vision_weight_prefixes: tuple[str, ...]
     embedding_weight_prefixes: tuple[str, ...]
@@ -76,6 +77,15 @@ class Architecture:
     # the architecture og's create_model is told, where og's builder knows this one by another
     # name (it dispatches on config.architectures[0]); None: hf_class
     og_dispatch_as: str | None = None
+    # Qwen3.5: text layers of linear attention (gated delta rule) among the full-attention ones;
+    # og's builder writes the decoder with its own classes (og_builder_class None), with the
+    # linear layers' convolution and recurrent state as decoder inputs and outputs
+    linear_attention: bool = False
+    # og builder extra_options this architecture always needs
+    og_extra_options: tuple[tuple[str, str], ...] = ()
+    # og decoder initializer -> transformers parameters it stacks along its output axis, in order
+    # ({i}: the text layer), for checking int4 graphs against dequantized weights
+    og_fused_weights: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def transformers(self) -> ModuleType:
         """transformers' modeling module for this architecture (imports torch and transformers)."""
@@ -129,7 +139,55 @@ QWEN3_VL_MOE = dataclasses.replace(
     og_dispatch_as="Qwen3VLForConditionalGeneration",
 )
 
-ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL, QWEN3_VL_MOE)}
+# Qwen3.5 (and Qwen3.6, the same classes): Qwen3-VL's vision tower without DeepStack, and a text
+# model of linear-attention (gated delta rule) layers among full-attention ones (gated attention,
+# partial rotary, q/k norm, zero-centred RMSNorm). og 0.18's builder writes its decoder itself
+# (Qwen35Model: linear layers as onnxruntime's CausalConvWithState, LinearAttention and
+# GatedRMSNorm; the multi-token-prediction head left out) and og's runtime runs the folder as a
+# vision-language qwen3_5 model: the same processor, vision, embedding and position contract as
+# qwen3_vl, plus the linear layers' state.
+QWEN3_5 = Architecture(
+    hf_class="Qwen3_5ForConditionalGeneration",
+    og_model_type="qwen3_5",
+    transformers_module="transformers.models.qwen3_5.modeling_qwen3_5",
+    config_class="Qwen3_5Config",
+    vision_class="Qwen3_5VisionModel",
+    vision_attention_class="Qwen3_5VisionAttention",
+    vision_patch_embed_class="Qwen3_5VisionPatchEmbed",
+    og_builder_module=None,
+    og_builder_class=None,
+    vision_weight_prefixes=("model.visual.", "visual."),
+    embedding_weight_prefixes=("model.language_model.embed_tokens.", "model.embed_tokens."),
+    og_to_hf_weights=(
+        ("model.layers.{i}.attn.{p}_proj.MatMul.weight", "model.language_model.layers.{i}.self_attn.{p}_proj.weight", ("o",)),
+        (
+            "model.layers.{i}.linear_attn.{p}_proj.MatMul.weight",
+            "model.language_model.layers.{i}.linear_attn.in_proj_{p}.weight",
+            ("qkv", "z", "b", "a"),
+        ),
+        ("model.layers.{i}.linear_attn.{p}_proj.MatMul.weight", "model.language_model.layers.{i}.linear_attn.{p}_proj.weight", ("out",)),
+        (
+            "model.layers.{i}.mlp.{p}_proj.MatMul.weight",
+            "model.language_model.layers.{i}.mlp.{p}_proj.weight",
+            ("gate", "up", "down"),
+        ),
+    ),
+    og_fused_weights=(
+        (
+            "model.layers.{i}.attn.qkv_proj.MatMul.weight",
+            (
+                "model.language_model.layers.{i}.self_attn.q_proj.weight",
+                "model.language_model.layers.{i}.self_attn.k_proj.weight",
+                "model.language_model.layers.{i}.self_attn.v_proj.weight",
+            ),
+        ),
+    ),
+    og_lm_head_weight="lm_head.MatMul.weight",
+    linear_attention=True,
+    og_extra_options=(("exclude_mtp", "true"),),
+)
+
+ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL, QWEN3_VL_MOE, QWEN3_5)}
 
 
 def architecture(name: str, where: str = "config.json") -> Architecture:

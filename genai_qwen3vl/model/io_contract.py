@@ -99,5 +99,32 @@ PAST_KEY = "past_key_values.%d.key"
 PAST_VALUE = "past_key_values.%d.value"
 PRESENT_KEY = "present.%d.key"
 PRESENT_VALUE = "present.%d.value"
+# Qwen3.5's linear-attention layers: their state in and out (og's builder's names, which og's
+# runtime finds through genai_config.json's past/present_conv_names and _recurrent_names)
+PAST_CONV = "past.%d.conv"
+PAST_RECURRENT = "past.%d.recurrent"
+PRESENT_CONV = "present.%d.conv"
+PRESENT_RECURRENT = "present.%d.recurrent"
+
+
+def kv_cache_names(spec: Qwen3VLSpec) -> list[str]:
+    """The decoder's KV cache inputs and outputs: one key and value per full-attention layer."""
+    return [p % i for i in spec.text.full_attention_layers for p in (PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE)]
+
+
+def linear_state(spec: Qwen3VLSpec) -> tuple[TensorDecl, ...]:
+    """The linear-attention layers' state, inputs and outputs of one shape each: the convolution's
+    last kernel-1 inputs [B, conv_dim, kernel-1] and the recurrent state [B, Hv, dk, dv]."""
+    lin = spec.text.linear
+    if lin is None:
+        return ()
+    conv = ("batch_size", lin.conv_dim, lin.conv_kernel - 1)
+    recurrent = ("batch_size", lin.num_value_heads, lin.key_head_dim, lin.value_head_dim)
+    return tuple(
+        TensorDecl(pattern % i, IO_FLOAT, shape)
+        for i in spec.text.linear_attention_layers
+        for pattern, shape in ((PAST_CONV, conv), (PAST_RECURRENT, recurrent), (PRESENT_CONV, conv), (PRESENT_RECURRENT, recurrent))
+    )
+
 
 GRAPHS = {"vision": VISION, "embedding": EMBEDDING, "decoder": DECODER}

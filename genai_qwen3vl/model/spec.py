@@ -37,6 +37,26 @@ class ExpertSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class LinearAttentionSpec:
+    """Qwen3.5's linear-attention layers (gated delta rule): their heads, the depthwise causal
+    convolution over [q | k | v] and the state og carries for them between steps
+    (``past.{i}.conv`` [B, conv_dim, kernel-1] and ``past.{i}.recurrent`` [B, Hv, dk, dv])."""
+
+    conv_kernel: int  # linear_conv_kernel_dim
+    key_head_dim: int  # dk
+    value_head_dim: int  # dv
+    num_key_heads: int  # Hk
+    num_value_heads: int  # Hv
+
+    @property
+    def conv_dim(self) -> int:
+        return 2 * self.num_key_heads * self.key_head_dim + self.num_value_heads * self.value_head_dim
+
+
+FULL_ATTENTION, LINEAR_ATTENTION = "full_attention", "linear_attention"
+
+
+@dataclasses.dataclass(frozen=True)
 class TextSpec:
     hidden_size: int
     num_hidden_layers: int
@@ -52,6 +72,27 @@ class TextSpec:
     max_position_embeddings: int
     experts: ExpertSpec | None = None  # Qwen3-VL-MoE; None for dense Qwen3-VL
     attention_bias: bool = False  # q/k/v/o projections with biases (no released Qwen3-VL has them)
+    # the rotary embedding covers this share of head_dim (Qwen3.5: 0.25)
+    partial_rotary_factor: float = 1.0
+    # Qwen3.5: each layer's kind (FULL_ATTENTION or LINEAR_ATTENTION) and the linear layers' shape;
+    # () and None: every layer is full attention (Qwen3-VL)
+    layer_types: tuple[str, ...] = ()
+    linear: LinearAttentionSpec | None = None
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many channels of a head the (multimodal) rotary embedding turns (transformers' rule)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def full_attention_layers(self) -> tuple[int, ...]:
+        """The layers with a KV cache."""
+        return tuple(i for i in range(self.num_hidden_layers) if not self.layer_types or self.layer_types[i] == FULL_ATTENTION)
+
+    @property
+    def linear_attention_layers(self) -> tuple[int, ...]:
+        """The layers with a convolution and a recurrent state instead."""
+        return tuple(i for i, kind in enumerate(self.layer_types) if kind == LINEAR_ATTENTION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +107,7 @@ class VisionSpec:
     spatial_merge_size: int
     out_hidden_size: int
     num_position_embeddings: int
-    deepstack_visual_indexes: tuple[int, ...]
+    deepstack_visual_indexes: tuple[int, ...]  # () for Qwen3.5, whose tower has no DeepStack
 
     @property
     def patch_dim(self) -> int:
@@ -117,6 +158,12 @@ LIMITS: dict[str, int] = {
     "num_local_experts": 4096,
     "num_experts_per_tok": 4096,
     "decoder_sparse_step": 1024,
+    "full_attention_interval": 1024,
+    "linear_conv_kernel_dim": 64,
+    "linear_key_head_dim": 4096,
+    "linear_value_head_dim": 4096,
+    "linear_num_key_heads": 1024,
+    "linear_num_value_heads": 1024,
     "in_channels": 16,
     "patch_size": 1024,
     "temporal_patch_size": 64,
@@ -158,8 +205,10 @@ class Qwen3VLSpec:
     def __post_init__(self) -> None:
         t, v = self.text, self.vision
         problems = []
-        if sum(t.mrope_section) != t.head_dim // 2:
-            problems.append(f"sum(mrope_section)={sum(t.mrope_section)} != head_dim // 2 = {t.head_dim // 2}")
+        if sum(t.mrope_section) != t.rotary_dim // 2:
+            share = t.partial_rotary_factor
+            rotary = "head_dim // 2" if share == 1 else f"int(head_dim * partial_rotary_factor={share}) // 2"
+            problems.append(f"sum(mrope_section)={sum(t.mrope_section)} != {rotary} = {t.rotary_dim // 2}")
         if len(t.mrope_section) != 3:
             problems.append(f"mrope_section must have 3 entries (t, h, w), got {list(t.mrope_section)}")
         if t.num_attention_heads % t.num_key_value_heads:
@@ -184,6 +233,7 @@ class Qwen3VLSpec:
             if p.merge_size != v.spatial_merge_size:
                 problems.append(f"{kind} processor merge_size={p.merge_size} != vision spatial_merge_size={v.spatial_merge_size}")
         problems += _expert_problems(self.architecture, t)
+        problems += _linear_problems(self.architecture, t)
         if problems:
             raise CheckpointError("the checkpoint's configuration is inconsistent: " + "; ".join(problems))
 
@@ -205,7 +255,7 @@ class Qwen3VLSpec:
             if not isinstance(value, dict):
                 raise CheckpointError(f"{root / 'config.json'} {section} must be a JSON object, got {_show(value)}")
 
-        text = _text_spec(text_cfg, config)
+        text = _text_spec(text_cfg, config, arch)
         vision = _vision_spec(vision_cfg)
         image_cfg, image_path = image_processor_config(root)
         video_cfg = video_processor_config(root)
@@ -335,7 +385,13 @@ def _number(value: Any, key: str, where: str) -> float:
     return float(value)
 
 
-def _text_spec(t: dict, top: dict) -> TextSpec:
+# transformers' Qwen3.5 defaults where a config leaves a value out
+QWEN3_5_MROPE_SECTION = (11, 11, 10)
+QWEN3_5_PARTIAL_ROTARY_FACTOR = 0.25
+QWEN3_5_FULL_ATTENTION_INTERVAL = 4
+
+
+def _text_spec(t: dict, top: dict, arch: Architecture) -> TextSpec:
     rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
     if not isinstance(rope, dict):
         raise CheckpointError(f"config.json text_config rope_parameters (or rope_scaling) must be an object, got {_show(rope)}")
@@ -346,6 +402,8 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
     if rope_type != "default":
         raise CheckpointError(f"config.json text_config uses rope_type {rope_type!r}; only Qwen3-VL's 'default' MRoPE is supported")
     section = rope.get("mrope_section")
+    if not section and arch.linear_attention:
+        section = list(QWEN3_5_MROPE_SECTION)  # transformers' Qwen3.5 falls back to it in code
     if not section:
         raise CheckpointError("config.json text_config has no mrope_section: not a Qwen3-VL text config")
     where = "text_config"
@@ -371,7 +429,50 @@ def _text_spec(t: dict, top: dict) -> TextSpec:
         max_position_embeddings=_int(t, "max_position_embeddings", where, default=262144),
         experts=expert_spec(t),
         attention_bias=bias,
+        **(_linear_fields(t, rope) if arch.linear_attention else {}),
     )
+
+
+def _linear_fields(t: dict, rope: dict) -> dict[str, Any]:
+    """Qwen3.5's text fields: the partial rotary share, each layer's kind, the linear layers' shape
+    (transformers' defaults where the config leaves them out)."""
+    where = "text_config"
+    factor = rope.get("partial_rotary_factor", t.get("partial_rotary_factor", QWEN3_5_PARTIAL_ROTARY_FACTOR))
+    factor = _number(factor, "partial_rotary_factor", where)
+    if factor > 1:
+        raise CheckpointError(f"config.json {where} partial_rotary_factor must lie in (0, 1], got {factor}")
+    layers = _int(t, "num_hidden_layers", where)
+    types = t.get("layer_types")
+    if types is None:
+        interval = _int(t, "full_attention_interval", where, default=QWEN3_5_FULL_ATTENTION_INTERVAL)
+        types = [FULL_ATTENTION if (i + 1) % interval == 0 else LINEAR_ATTENTION for i in range(layers)]
+    if not isinstance(types, list) or len(types) != layers or any(k not in (FULL_ATTENTION, LINEAR_ATTENTION) for k in types):
+        raise CheckpointError(
+            f"config.json {where} layer_types must list {FULL_ATTENTION!r} or {LINEAR_ATTENTION!r} for each of the "
+            f"{layers} layers, got {_show(types)}"
+        )
+    linear = LinearAttentionSpec(
+        conv_kernel=_int(t, "linear_conv_kernel_dim", where, default=4),
+        key_head_dim=_int(t, "linear_key_head_dim", where, default=128),
+        value_head_dim=_int(t, "linear_value_head_dim", where, default=128),
+        num_key_heads=_int(t, "linear_num_key_heads", where, default=16),
+        num_value_heads=_int(t, "linear_num_value_heads", where, default=32),
+    )
+    return {"partial_rotary_factor": factor, "layer_types": tuple(types), "linear": linear}
+
+
+def _linear_problems(arch: Architecture, t: TextSpec) -> list[str]:
+    if not arch.linear_attention:
+        return []
+    problems = []
+    lin = t.linear
+    if lin.num_value_heads % lin.num_key_heads:
+        problems.append(f"linear_num_value_heads={lin.num_value_heads} is not a multiple of linear_num_key_heads={lin.num_key_heads}")
+    if lin.conv_kernel < 2:
+        problems.append(f"linear_conv_kernel_dim={lin.conv_kernel} must be at least 2")
+    if not t.full_attention_layers:
+        problems.append("layer_types names no full_attention layer")
+    return problems
 
 
 def expert_spec(t: dict) -> ExpertSpec | None:

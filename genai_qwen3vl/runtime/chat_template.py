@@ -45,6 +45,13 @@ def find_chat_template(folder: Path) -> str | None:
     return None
 
 
+def xml_tool_calls(template: str | None) -> bool:
+    """Whether the template writes tool calls in Qwen3.5's XML layout (``<function=NAME>`` and
+    ``<parameter=P>`` inside ``<tool_call>``) rather than Qwen3-VL's JSON: what llama-server
+    reads from a template's text to pick its parser."""
+    return bool(template) and all(tag in template for tag in ("<tool_call>", "<function=", "<parameter="))
+
+
 def render_chat_template(
     template: str, messages: list[dict], add_generation_prompt: bool = True, limits: TemplateLimits | None = None, /, **kwargs
 ) -> str:

@@ -154,10 +154,14 @@ class Constraint:
         return cls("grammar", lark, rules, (("lark", lark),))
 
     @classmethod
-    def tool_calls(cls, tools: Sequence[Mapping], names: Iterable[str] | None = None, parallel: bool = True) -> Constraint:
+    def tool_calls(
+        cls, tools: Sequence[Mapping], names: Iterable[str] | None = None, parallel: bool = True, xml: bool = False
+    ) -> Constraint:
         """One or more (``parallel``) calls of the tools named ``names`` (all by default), each
         with arguments valid against its ``parameters`` schema: ``tool_choice`` "required" or
-        a named function."""
+        a named function. ``xml``: in Qwen3.5's XML layout (``_xml_calls``)."""
+        if xml:
+            return _xml_calls(tools, names, parallel)
         call = _call_schema(tools, names, strict_only=False)
         rules = "\n".join(
             (
@@ -170,12 +174,14 @@ class Constraint:
         return cls("tools", text, rules, _call_checks(call, rules), (call,))
 
     @classmethod
-    def tools_in_text(cls, tools: Sequence[Mapping]) -> Constraint | None:
+    def tools_in_text(cls, tools: Sequence[Mapping], xml: bool = False) -> Constraint | None:
         """Free text with tool calls anywhere (``tool_choice`` "auto"), where a call of a tool
         marked ``strict`` must have arguments valid against its schema (any other tool's: any
         JSON object); None when no tool is strict (the answer is left free)."""
         if not any(_function(tool).get("strict") is True for tool in tools):
             return None
+        if xml:
+            return _xml_calls(tools, None, True, in_text=True)
         call = _call_schema(tools, None, strict_only=True)
         rules = "\n".join(
             (
@@ -203,6 +209,79 @@ class Constraint:
         else:
             head = "start: answer"
         return "lark_grammar", f"{NO_FORCING}\n{head}\n{self.rules}\n"
+
+
+# Qwen3.5's tool calls (its chat template's layout): <tool_call>\n<function=NAME>\n, then per
+# argument <parameter=KEY>\nVALUE\n</parameter>\n, then </function>\n</tool_call>
+XML_CALL_OPEN, XML_CALL_CLOSE = "<tool_call>\n<function=", "</function>\n</tool_call>"
+_XML_STRING = {"type": "string"}
+
+
+def _xml_calls(tools: Sequence[Mapping], names: Iterable[str] | None, parallel: bool, in_text: bool = False) -> Constraint:
+    """Calls in Qwen3.5's XML layout. A tool's arguments follow its schema's properties in their
+    order, the required ones always, the others optionally; a string value is text up to
+    ``\n</parameter>`` (one of its ``enum`` where it has one), any other value JSON valid against
+    the property's schema. A tool without properties (or, ``in_text``, one not marked strict) takes
+    any parameters, as text. ``in_text``: free text with such calls anywhere (``tools_in_text``)."""
+    functions = {_function(tool)["name"]: _function(tool) for tool in tools}
+    wanted = list(functions) if names is None else list(names)
+    for name in wanted:
+        if name not in functions:
+            raise ConstraintError(f"tool_choice names the function {name!r}, which is not among the tools ({', '.join(functions)})")
+    rules = [
+        'gq_text_value[suffix="\\n</parameter>\\n"]: /(.|\\n)*/',
+        'gq_any_param: "<parameter=" /[^>\\n]+/ ">\\n" gq_text_value',
+    ]
+    alternatives, schemas = [], []
+    for f, name in enumerate(wanted):
+        function = functions[name]
+        held = function.get("strict") is True or not in_text
+        parameters = function.get("parameters") if held else None
+        properties = parameters.get("properties") if isinstance(parameters, dict) else None
+        body = [_lark_string(f"{name}>\n")]
+        if not isinstance(properties, dict) or not properties:
+            body.append("gq_any_param*")
+        else:
+            required = set(parameters.get("required") or ())
+            for p, (key, schema) in enumerate(properties.items()):
+                rule = f"gq_f{f}_p{p}"
+                value = _xml_value_rule(f"{rule}_value", schema)
+                rules.append(f"{rule}: {_lark_string(f'<parameter={key}>' + chr(10))} {value[0]}")
+                rules.extend(value[1])
+                schemas.extend(value[2])
+                body.append(rule if key in required else f"{rule}?")
+        rules.append(f"gq_f{f}: {' '.join(body)}")
+        alternatives.append(f"gq_f{f}")
+    rules.append(f"gq_function: {' | '.join(alternatives)}")
+    if in_text:
+        head = [
+            f"answer: gq_text | gq_before gq_function {_lark_string(XML_CALL_CLOSE)} answer",
+            f"gq_before[suffix={_lark_string(XML_CALL_OPEN)}]: /(.|\\n)*/",
+            'gq_text[stop=""]: /(.|\\n)*/',
+        ]
+    else:
+        head = [
+            'answer: gq_call ("\\n" gq_call)*' if parallel else "answer: gq_call",
+            f"gq_call: {_lark_string(XML_CALL_OPEN)} gq_function {_lark_string(XML_CALL_CLOSE)}",
+        ]
+    text = "\n".join((*head, *rules))
+    key = json.dumps(
+        ["xml_tools_in_text" if in_text else "xml_tools", [functions[n] for n in wanted], parallel], ensure_ascii=False, sort_keys=True
+    )
+    checks = tuple(("json", json.dumps(_with_layout(schema), ensure_ascii=False)) for schema in schemas)
+    return Constraint("tools", key, text, (*checks, ("lark", f"start: answer\n{text}")), tuple(schemas))
+
+
+def _xml_value_rule(name: str, schema: Any) -> tuple[str, list[str], list[Any]]:
+    """(what matches one parameter's value and its closing tag, the rules that takes, the JSON
+    schemas among them)."""
+    close = _lark_string("\n</parameter>\n")
+    if not isinstance(schema, dict) or schema.get("type") == "string":
+        options = schema.get("enum") if isinstance(schema, dict) else None
+        if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
+            return f"({' | '.join(_lark_string(o) for o in options)}) {close}", [], []
+        return "gq_text_value", [], []
+    return f"{name} {close}", [_json_rule(name, schema)], [schema]
 
 
 def _call_checks(call: dict, rules: str) -> tuple[tuple[str, str], ...]:

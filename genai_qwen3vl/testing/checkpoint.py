@@ -10,27 +10,34 @@ from pathlib import Path
 
 from .presets import ALL_TINY_PRESETS, TinyPreset
 from .templates import CHAT_TEMPLATES
-from .tokenizer import SPECIAL_TOKENS, hf_tokenizer
+from .tokenizer import QWEN3_5_SPLIT_REGEX, QWEN_SPLIT_REGEX, SPECIAL_TOKENS, hf_tokenizer
 
 
 def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int]):
     import transformers
 
-    text = {**preset.text, **(preset.moe or {})}
+    text = {**preset.text, **(preset.moe or {}), **(preset.linear or {})}
     mrope = text.pop("mrope_section")
+    rope = {"rope_type": "default", "rope_theta": preset.rope_theta, "mrope_interleaved": True}
+    if mrope is not None:  # None: left to transformers' default (Qwen3.5)
+        rope["mrope_section"] = list(mrope)
+    if "partial_rotary_factor" in text:
+        rope["partial_rotary_factor"] = text.pop("partial_rotary_factor")
     text.update(
         vocab_size=vocab_size,
         hidden_act="silu",
         max_position_embeddings=262144,
         rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": preset.rope_theta, "mrope_section": list(mrope), "mrope_interleaved": True},
+        rope_parameters=rope,
         attention_bias=False,
         bos_token_id=token_ids["<|endoftext|>"],
         eos_token_id=token_ids["<|im_end|>"],
     )
     vision = dict(preset.vision)
+    deepstack = list(vision.pop("deepstack_visual_indexes"))
+    if preset.linear is None:  # Qwen3.5's vision config has no DeepStack at all
+        vision["deepstack_visual_indexes"] = deepstack
     vision.update(
-        deepstack_visual_indexes=list(vision["deepstack_visual_indexes"]),
         hidden_act="gelu_pytorch_tanh",
         in_channels=3,
         patch_size=16,
@@ -38,7 +45,7 @@ def build_config(preset: TinyPreset, vocab_size: int, token_ids: dict[str, int])
         temporal_patch_size=2,
         out_hidden_size=text["hidden_size"],
     )
-    config_class = transformers.Qwen3VLMoeConfig if preset.moe else transformers.Qwen3VLConfig
+    config_class = getattr(transformers, preset.hf_class.replace("ForConditionalGeneration", "Config"))
     return config_class(
         text_config=text,
         vision_config=vision,
@@ -111,7 +118,7 @@ def write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = hf_tokenizer(preset.added_tokens)
+    tokenizer = hf_tokenizer(preset.added_tokens, QWEN3_5_SPLIT_REGEX if preset.linear is not None else QWEN_SPLIT_REGEX)
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab_size = len(tokenizer) + preset.extra_vocab
     config = build_config(preset, vocab_size, token_ids)
@@ -125,6 +132,10 @@ def write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set_
     finally:
         torch.set_default_dtype(previous)
     _randomize_(model, seed, preset.gains, preset.router_gain)
+    if preset.vision_gain != 1.0:
+        with torch.no_grad():
+            model.model.visual.merger.linear_fc2.weight.mul_(preset.vision_gain)
+            model.model.visual.merger.linear_fc2.bias.mul_(preset.vision_gain)
     if set_weights is not None:
         set_weights(model, tokenizer)
     if preset.tie_word_embeddings:
@@ -155,8 +166,13 @@ def write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set_
 
 
 def _to_hub_config_layout(path: Path) -> None:
-    """Rewrite a transformers-5 config.json the way Qwen's hub configs are written (4.57)."""
+    """Rewrite a transformers-5 config.json the way Qwen's hub configs are written (Qwen3-VL's:
+    4.57; Qwen3.5's were written by transformers 5, and keep its layout)."""
     cfg = json.loads(path.read_text())
+    if cfg["architectures"][0].startswith("Qwen3_5"):
+        cfg["text_config"]["dtype"] = "bfloat16"
+        path.write_text(json.dumps(cfg, indent=2) + "\n")
+        return
     text = cfg["text_config"]
     rope = text.pop("rope_parameters")
     text["rope_theta"] = rope.pop("rope_theta")

@@ -4,7 +4,9 @@ The presets use awkward dimensions on purpose: ``heads * head_dim != hidden``, G
 ``mrope_section``, adjacent and non-adjacent DeepStack indexes, tied and untied embeddings.
 ``MOE_PRESETS`` are Qwen3-VL-MoE checkpoints (``Qwen3VLMoeForConditionalGeneration``): experts and
 top-k of several sizes, dense layers among the expert layers, expert tensors in transformers'
-layout or transposed as the hub files hold them.
+layout or transposed as the hub files hold them. ``QWEN3_5_PRESETS`` are Qwen3.5 checkpoints
+(``Qwen3_5ForConditionalGeneration``): linear-attention layers in and out of the default order,
+partial rotary, no DeepStack.
 """
 
 from __future__ import annotations
@@ -42,9 +44,18 @@ class TinyPreset:
     moe: Mapping[str, Any] | None = None
     # multiplier of the random router weights: larger gives sharper (more decided) routing
     router_gain: float = 1.0
+    # multiplier of the vision merger's output projection: the scale of an image's rows in
+    # inputs_embeds beside the token rows
+    vision_gain: float = 1.0
+    # Qwen3.5 (Qwen3_5ForConditionalGeneration): the text config's linear-attention values
+    # (layer_types, linear_*, and partial_rotary_factor, which goes into rope_parameters); keys
+    # left out take transformers' defaults. None for Qwen3-VL
+    linear: Mapping[str, Any] | None = None
 
     @property
     def hf_class(self) -> str:
+        if self.linear is not None:
+            return "Qwen3_5MoeForConditionalGeneration" if self.moe else "Qwen3_5ForConditionalGeneration"
         return "Qwen3VLMoeForConditionalGeneration" if self.moe else "Qwen3VLForConditionalGeneration"
 
     def __post_init__(self):
@@ -169,4 +180,63 @@ MOE_PRESETS: dict[str, TinyPreset] = {
         ),
     )
 }
-ALL_TINY_PRESETS: dict[str, TinyPreset] = {**PRESETS, **MOE_PRESETS}
+
+
+def _linear(kernel, key_dim, value_dim, key_heads, value_heads, layer_types=None, partial_rotary=None) -> dict[str, Any]:
+    values = dict(
+        linear_conv_kernel_dim=kernel,
+        linear_key_head_dim=key_dim,
+        linear_value_head_dim=value_dim,
+        linear_num_key_heads=key_heads,
+        linear_num_value_heads=value_heads,
+    )
+    if layer_types is not None:
+        values["layer_types"] = ["full_attention" if kind == "F" else "linear_attention" for kind in layer_types]
+    if partial_rotary is not None:
+        values["partial_rotary_factor"] = partial_rotary
+    return values
+
+
+# Qwen3.5 (Qwen3_5ForConditionalGeneration): no DeepStack, linear-attention layers among the
+# full-attention ones, a quarter of each head rotated.
+QWEN3_5_PRESETS: dict[str, TinyPreset] = {
+    p.name: p
+    for p in (
+        # full attention first and in an order the default rule never gives (F L L F L), GQA 6/2,
+        # heads*head_dim (192) != hidden (40), linear heads 2 keys / 4 values of widths 8 and 12
+        # (conv over 80 channels), kernel 3, a quarter of 32 rotated (mrope 2+1+1), untied; the
+        # gains keep the model's sensitivity to its inputs moderate (with plain weights, the 2.5e-6
+        # by which onnxruntime's vision features differ from transformers' moved the prefill
+        # logits by 2.5e-4; with these, 2e-5)
+        TinyPreset(
+            "q35",
+            _text(40, 6, 2, 32, 72, 5, (2, 1, 1), False),
+            _vision(48, 3, 80, 3, (), 64),
+            (_PATCHES * 6, _PATCHES * 40),
+            extra_vocab=29,
+            gains=(4.0, 0.5),
+            linear=_linear(3, 8, 12, 2, 4, layer_types="FLLFL", partial_rotary=0.25),
+            chat_template="qwen3_5",
+            **_CLIP,
+        ),
+        # transformers' defaults where released configs may leave values out: no layer_types
+        # (every 4th layer full: L L L F L), no mrope_section (transformers' [11, 11, 10], so
+        # head_dim 256 at a quarter rotated), kernel 4; MHA-like 2/1 heads; linear heads 1 key /
+        # 3 values; tied; written as the hub writes (bf16 shards). 48 wide: at 64 (logits up to 16)
+        # fp32 summation-order noise alone reached 1.1e-4 on some greedy steps; image rows at a
+        # third of their random scale, near the tied table's token rows (at full scale the 2.5e-6
+        # by which onnxruntime's vision features differ from transformers' moved logits by 4e-4)
+        TinyPreset(
+            "q35_tied",
+            _text(48, 2, 1, 256, 96, 5, None, True),
+            _vision(32, 2, 64, 2, (), 36),
+            (_PATCHES * 4, _PATCHES * 30),
+            hub_layout=True,
+            gains=(4.0, 0.5),
+            vision_gain=0.3,
+            linear=_linear(4, 16, 8, 1, 3),
+            chat_template="qwen3_5",
+        ),
+    )
+}
+ALL_TINY_PRESETS: dict[str, TinyPreset] = {**PRESETS, **MOE_PRESETS, **QWEN3_5_PRESETS}

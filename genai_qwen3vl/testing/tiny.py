@@ -8,7 +8,7 @@ Qwen's special tokens (trained on the spot), ``tokenizer_config.json``, the chat
 
 This module gathers the names of the modules that do the work, one concern each:
 ``templates`` (Qwen3-VL's Instruct and Thinking chat templates), ``tokenizer`` (the small BPE with
-Qwen's tokens), ``presets`` (the tiny dimensions: awkward on purpose, dense and MoE),
+Qwen's tokens), ``presets`` (the tiny dimensions: awkward on purpose, dense, MoE and Qwen3.5),
 ``checkpoint`` (the seeded weights and the files, in transformers' or the hub's layout) and
 ``scripted`` (``make_scripted_checkpoint``: a checkpoint whose greedy answer is known in advance,
 SCRIPTED_OUTPUT, for tests of a server).
@@ -17,7 +17,7 @@ SCRIPTED_OUTPUT, for tests of a server).
 from __future__ import annotations
 
 from .checkpoint import build_config, make_tiny_checkpoint, write_checkpoint
-from .presets import ALL_TINY_PRESETS, MOE_PRESETS, PRESETS, TinyPreset
+from .presets import ALL_TINY_PRESETS, MOE_PRESETS, PRESETS, QWEN3_5_PRESETS, TinyPreset
 from .scripted import (
     SCRIPTED_LOGIT,
     SCRIPTED_OUTPUT,
@@ -29,7 +29,7 @@ from .scripted import (
     scripted_token_ids,
 )
 from .templates import CHAT_TEMPLATE, CHAT_TEMPLATES, THINKING_CHAT_TEMPLATE
-from .tokenizer import ADDED_TOKENS, QWEN_SPLIT_REGEX, SPECIAL_TOKENS, hf_tokenizer, train_tokenizer
+from .tokenizer import ADDED_TOKENS, QWEN3_5_SPLIT_REGEX, QWEN_SPLIT_REGEX, SPECIAL_TOKENS, hf_tokenizer, train_tokenizer
 
 __all__ = [
     "ADDED_TOKENS",
@@ -38,6 +38,8 @@ __all__ = [
     "CHAT_TEMPLATES",
     "MOE_PRESETS",
     "PRESETS",
+    "QWEN3_5_PRESETS",
+    "QWEN3_5_SPLIT_REGEX",
     "QWEN_SPLIT_REGEX",
     "SCRIPTED_LOGIT",
     "SCRIPTED_OUTPUT",

@@ -25,6 +25,10 @@ ADDED_TOKENS = ("<tool_call>", "</tool_call>", "<think>", "</think>")
 
 # Qwen2's pre-tokenizer split (the same regex Qwen ships in its tokenizer.json).
 QWEN_SPLIT_REGEX = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+# Qwen3.5's: combining marks (\p{M}) join the letters around them (transformers' Qwen3_5Tokenizer)
+QWEN3_5_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 _CORPUS = """
 The quick brown fox jumps over the lazy dog. Describe this image in detail.
@@ -41,16 +45,16 @@ user assistant system image video picture frame second seconds
 """
 
 
-def train_tokenizer(added_tokens: tuple[str, ...] = ()):
-    """A small byte-level BPE tokenizer with Qwen's pre-tokenizer and special tokens (and
-    ``added_tokens`` after Qwen's plain added tokens)."""
+def train_tokenizer(added_tokens: tuple[str, ...] = (), split_regex: str = QWEN_SPLIT_REGEX):
+    """A small byte-level BPE tokenizer with Qwen's pre-tokenizer (``split_regex``) and special
+    tokens (and ``added_tokens`` after Qwen's plain added tokens)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(split_regex), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -66,11 +70,11 @@ def train_tokenizer(added_tokens: tuple[str, ...] = ()):
     return tok
 
 
-def hf_tokenizer(added_tokens: tuple[str, ...] = ()):
+def hf_tokenizer(added_tokens: tuple[str, ...] = (), split_regex: str = QWEN_SPLIT_REGEX):
     """``train_tokenizer``'s tokenizer as transformers' fast tokenizer, with Qwen's eos and pad tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = train_tokenizer(added_tokens)
+    tok = train_tokenizer(added_tokens, split_regex)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

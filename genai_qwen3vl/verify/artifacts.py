@@ -36,7 +36,7 @@ def vision_parity(out_dir: Path, ref: Reference, grids: Sequence[Sequence[int]],
     with torch.no_grad():
         out = ref.model.model.get_image_features(torch.from_numpy(pixel_values).to(ref.model.dtype), torch.from_numpy(grid))
     main = torch.cat(out.pooler_output).float().numpy()
-    stacks = [torch.cat(f).float().numpy() for f in out.deepstack_features]
+    stacks = [torch.cat(f).float().numpy() for f in getattr(out, "deepstack_features", None) or ()]  # none for Qwen3.5
     H = ref.spec.text.hidden_size
     if got.shape != (main.shape[0], ref.spec.feature_width):
         raise ParityError(f"vision.onnx returned {got.shape}, expected {(main.shape[0], ref.spec.feature_width)}")
@@ -109,7 +109,7 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
     from transformers import DynamicCache
 
     spec = ref.spec
-    H, K, L = spec.text.hidden_size, spec.num_deepstack, spec.text.num_hidden_layers
+    H, K = spec.text.hidden_size, spec.num_deepstack
     kv, hd = spec.text.num_key_value_heads, spec.text.head_dim
     gen = torch.Generator().manual_seed(seed)
     embeds = torch.randn(1, prompt_len, H, generator=gen)
@@ -130,7 +130,11 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
         full[0, visual[0], (k + 1) * H : (k + 2) * H] = deepstack[k]
 
     sess = Float32Session(Path(out_dir) / io_contract.DECODER.filename)
-    feeds = {f"past_key_values.{i}.{kind}": np.zeros((1, kv, 0, hd), np.float32) for i in range(L) for kind in ("key", "value")}
+    full_layers = spec.text.full_attention_layers
+    feeds = {f"past_key_values.{i}.{kind}": np.zeros((1, kv, 0, hd), np.float32) for i in full_layers for kind in ("key", "value")}
+    # Qwen3.5's linear-attention layers start from a zero state, as og starts them
+    state = [d for d in io_contract.linear_state(spec) if d.name.startswith("past.")]
+    feeds.update({d.name: np.zeros([1 if x == "batch_size" else x for x in d.concrete_shape(spec)], np.float32) for d in state})
     cache = DynamicCache(config=ref.model.config.text_config)
     report = {}
     total = 0
@@ -151,19 +155,20 @@ def decoder_parity(out_dir: Path, ref: Reference, seed: int = 0, prompt_len: int
         outputs = sess.run(None, feeds)
         names = [o.name for o in sess.get_outputs()]
         result = dict(zip(names, outputs, strict=True))
-        for i in range(L):
+        for i in full_layers:
             feeds[f"past_key_values.{i}.key"] = result[f"present.{i}.key"]
             feeds[f"past_key_values.{i}.value"] = result[f"present.{i}.value"]
+        for d in state:
+            feeds[d.name] = result["present." + d.name.removeprefix("past.")]
         dtype = ref.model.dtype
-        with torch.no_grad():
-            out = ref.model.model.language_model(
-                inputs_embeds=e.to(dtype),
-                position_ids=p,
-                cache=cache,
-                use_cache=True,
+        deepstack_inputs = {}
+        if K:  # Qwen3-VL's language model takes the DeepStack rows; Qwen3.5's has none
+            deepstack_inputs = dict(
                 visual_pos_masks=visual if is_prefill else None,
                 deepstack_visual_embeds=[d.to(dtype) for d in deepstack] if is_prefill else None,
             )
+        with torch.no_grad():
+            out = ref.model.model.language_model(inputs_embeds=e.to(dtype), position_ids=p, cache=cache, use_cache=True, **deepstack_inputs)
             logits = ref.model.lm_head(out.last_hidden_state).float().numpy()
         if result["logits"].shape[1] == 1:  # trimmed prefill logits: the last position only
             logits = logits[:, -1:]

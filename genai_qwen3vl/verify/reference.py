@@ -141,10 +141,11 @@ def embedding_table(model_path: Path) -> np.ndarray | None:
     return dequantize_blocks(data, scales, attrs["block_size"], hidden, attrs["bits"], zeros)
 
 
-def quantized_text_weights(folder: Path, arch=None) -> dict[str, np.ndarray]:
+def quantized_text_weights(folder: Path, arch=None) -> dict[str | tuple[str, ...], np.ndarray]:
     """Every quantized dense text weight of an exported folder, dequantized, by transformers'
     parameter name and in transformers' layout: the decoder's MatMulNBits weights, the LM head
-    (``lm_head.weight``) and the embedding table when it is quantized. (QMoE experts:
+    (``lm_head.weight``) and the embedding table when it is quantized; a weight og fuses from
+    several (``Architecture.og_fused_weights``) under the tuple of their names. (QMoE experts:
     ``qmoe_weights``.)"""
     import re
 
@@ -153,12 +154,18 @@ def quantized_text_weights(folder: Path, arch=None) -> dict[str, np.ndarray]:
     arch = arch or QWEN3_VL
     folder = Path(folder)
     og = matmulnbits_weights(folder / "model.onnx")
-    out: dict[str, np.ndarray] = {}
+    out: dict[str | tuple[str, ...], np.ndarray] = {}
     for og_pattern, hf_pattern, parts in arch.og_to_hf_weights:
         for p in parts:
             pattern = re.compile(re.escape(og_pattern.format(i="@", p=p)).replace("@", r"(\d+)") + "$")
             for name in [n for n in og if pattern.match(n)]:
                 out[hf_pattern.format(i=int(pattern.match(name).group(1)), p=p)] = og.pop(name).T
+    # og's fused projections (Qwen3.5's q|k|v), keyed by the transformers names they stack
+    for og_pattern, hf_names in arch.og_fused_weights:
+        pattern = re.compile(re.escape(og_pattern.format(i="@")).replace("@", r"(\d+)") + "$")
+        for name in [n for n in og if pattern.match(n)]:
+            i = int(pattern.match(name).group(1))
+            out[tuple(hf.format(i=i) for hf in hf_names)] = og.pop(name).T
     lm = og.pop(arch.og_lm_head_weight, None)
     if lm is not None:
         out["lm_head.weight"] = lm.T
@@ -200,6 +207,13 @@ def dequantized_reference(ref: Reference, out_dir: Path) -> Reference:
         table = weights.pop(EMBED_TOKENS, None)
         if table is not None:
             model.get_input_embeddings().weight = torch.nn.Parameter(torch.from_numpy(table))
+        for name, w in list(weights.items()):
+            if isinstance(name, tuple):  # a fused projection: its parts' rows, in order
+                weights.pop(name)
+                starts = np.cumsum([0] + [params[part].shape[0] for part in name if part in params])
+                if len(starts) != len(name) + 1 or starts[-1] != w.shape[0]:
+                    raise ParityError(f"{out_dir}: a fused quantized weight of {w.shape[0]} rows does not split into {list(name)}")
+                weights.update({part: w[starts[k] : starts[k + 1]] for k, part in enumerate(name)})
         for name, w in weights.items():
             if name not in params:
                 raise ParityError(f"{out_dir}: a quantized weight {name} that transformers' {ref.spec.hf_class} lacks")

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -127,7 +128,8 @@ def test_architectures_sharing_an_og_type_agree_on_what_the_runtime_reads():
     for arch in ARCHITECTURES.values():
         found = architecture_of_og_type(arch.og_model_type)
         assert [getattr(found, f) for f in runtime_fields] == [getattr(arch, f) for f in runtime_fields]
-    assert len({a.og_model_type for a in ARCHITECTURES.values()}) == 1
+    # qwen3_vl (Qwen3-VL, Qwen3-VL-MoE) and qwen3_5 (Qwen3.5): og runs both as its Qwen-VL family
+    assert {a.og_model_type for a in ARCHITECTURES.values()} == {"qwen3_vl", "qwen3_5"}
 
 
 def test_missing_files_are_named(tmp_path, checkpoints):
@@ -202,3 +204,41 @@ def test_video_processor_settings_follow_transformers_class_values(tmp_path, che
     assert (video.min_pixels, video.max_pixels) == (cls.size["shortest_edge"], cls.size["longest_edge"])
     assert (video.patch_size, video.temporal_patch_size, video.merge_size) == (cls.patch_size, cls.temporal_patch_size, cls.merge_size)
     assert list(video.image_mean) == list(cls.image_mean) and list(video.image_std) == list(cls.image_std)
+
+
+def _q35_copy(tmp_path, checkpoints, preset, edit) -> Path:
+    ckpt = tmp_path / preset
+    shutil.copytree(checkpoints(preset), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    edit(config["text_config"])
+    (ckpt / "config.json").write_text(json.dumps(config))
+    return ckpt
+
+
+def test_qwen35_values_left_out_take_transformers_defaults(checkpoints):
+    """q35_tied's config leaves layer_types and mrope_section out: every 4th layer is full
+    attention and the multimodal rotary sections are [11, 11, 10], as in transformers."""
+    spec = Qwen3VLSpec.from_checkpoint(checkpoints("q35_tied"))
+    t = spec.text
+    assert t.layer_types == ("linear_attention",) * 3 + ("full_attention", "linear_attention")
+    assert t.full_attention_layers == (3,) and t.linear_attention_layers == (0, 1, 2, 4)
+    assert t.mrope_section == (11, 11, 10) and t.partial_rotary_factor == 0.25 and t.rotary_dim == 64
+    assert spec.num_deepstack == 0 and spec.feature_width == t.hidden_size
+    explicit = Qwen3VLSpec.from_checkpoint(checkpoints("q35")).text
+    assert explicit.layer_types[:2] == ("full_attention", "linear_attention") and explicit.linear.conv_dim == 80
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda t: t.update(layer_types=["full_attention"] * 2), "layer_types must list"),
+        (lambda t: t.update(layer_types=["sliding_attention"] * t["num_hidden_layers"]), "layer_types must list"),
+        (lambda t: t.update(layer_types=["linear_attention"] * t["num_hidden_layers"]), "no full_attention layer"),
+        (lambda t: t.update(linear_num_value_heads=3, linear_num_key_heads=2), "not a multiple of linear_num_key_heads"),
+        (lambda t: t["rope_parameters"].update(mrope_section=[2, 2, 2]), "int(head_dim * partial_rotary_factor=0.25) // 2 = 4"),
+        (lambda t: t["rope_parameters"].update(partial_rotary_factor=2), "partial_rotary_factor must lie in (0, 1]"),
+    ],
+)
+def test_a_broken_qwen35_text_config_is_one_line(tmp_path, checkpoints, edit, words):
+    with pytest.raises(CheckpointError, match=re.escape(words)):
+        Qwen3VLSpec.from_checkpoint(_q35_copy(tmp_path, checkpoints, "q35", edit))

@@ -72,21 +72,76 @@ def processors(checkpoints, scripted_checkpoint):
     scripted checkpoint (Thinking)."""
     from transformers import AutoProcessor
 
-    folders = {"instruct": checkpoints("awkward"), "thinking": scripted_checkpoint}
+    folders = {"instruct": checkpoints("awkward"), "thinking": scripted_checkpoint, "qwen3_5": checkpoints("q35")}
     return {name: (folder, AutoProcessor.from_pretrained(folder)) for name, folder in folders.items()}
+
+
+def _rendered(render) -> str | tuple[str, str]:
+    """What ``render()`` returns, or (the exception's type, its message) where the template refuses."""
+    try:
+        return render()
+    except Exception as exc:  # noqa: BLE001 - whatever the template raises, both renderers must agree on it
+        return type(exc).__name__, str(exc)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("template", ["instruct", "thinking"])
+@pytest.mark.parametrize("template", ["instruct", "thinking", "qwen3_5"])
 def test_render_equals_transformers(processors, template, case, option):
+    """The same text, or the same refusal (Qwen3.5's template refuses a system message after the
+    first and arguments given as a string)."""
     folder, processor = processors[template]
     messages, tools = CASES[case]
-    theirs = processor.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False, **OPTIONS[option])
-    ours = render_chat_template(find_chat_template(folder), messages, True, tools=tools, **OPTIONS[option])
+    theirs = _rendered(
+        lambda: processor.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False, **OPTIONS[option])
+    )
+    ours = _rendered(lambda: render_chat_template(find_chat_template(folder), messages, True, tools=tools, **OPTIONS[option]))
     assert ours == theirs
-    without_prompt = processor.apply_chat_template(messages, tools=tools, add_generation_prompt=False, tokenize=False)
-    assert render_chat_template(find_chat_template(folder), messages, False, tools=tools) == without_prompt
+    without_prompt = _rendered(lambda: processor.apply_chat_template(messages, tools=tools, add_generation_prompt=False, tokenize=False))
+    assert _rendered(lambda: render_chat_template(find_chat_template(folder), messages, False, tools=tools)) == without_prompt
+    if template != "qwen3_5":
+        assert isinstance(theirs, str), theirs
+
+
+def test_qwen35_tool_conversation_reads_as_qwen_writes_it(processors):
+    """Qwen3.5's layout, pinned: the tools before the system text, XML calls (a string argument as
+    written, others as JSON), the reasoning of the answer after the last question kept, the
+    generation prompt opening the thinking block."""
+    folder, _ = processors["qwen3_5"]
+    calls = [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "days": 3, "when": ["am", "pm"]}}},
+        {"type": "function", "function": {"name": "clock", "arguments": {}}},
+    ]
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Weather here, and the time? "}]},
+        {"role": "assistant", "content": "Let me check.", "reasoning_content": "The user asks.", "tool_calls": calls},
+        {"role": "tool", "content": '{"temp": 21}'},
+        {"role": "tool", "content": "12:00"},
+    ]
+    text = render_chat_template(find_chat_template(folder), turns, True, tools=TOOLS[:1])
+    assert text == (
+        "<|im_start|>system\n# Tools\n\nYou have access to the following functions:\n\n<tools>\n"
+        f"{json.dumps(TOOLS[0], ensure_ascii=False)}\n</tools>\n\n"
+        "If you choose to call a function ONLY reply in the following format with NO suffix:\n\n"
+        "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n"
+        "<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n</parameter>\n"
+        "</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n"
+        "- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested within "
+        "<tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n"
+        "- You may provide optional reasoning for your function call in natural language BEFORE the function call, but NOT after\n"
+        "- If there is no function call available, answer the question like normal with your current knowledge and do not tell "
+        "the user about function calls\n</IMPORTANT>\n\nBe brief.<|im_end|>\n"
+        "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Weather here, and the time?<|im_end|>\n"
+        "<|im_start|>assistant\n<think>\nThe user asks.\n</think>\n\nLet me check.\n\n"
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n"
+        '<parameter=when>\n["am", "pm"]\n</parameter>\n</function>\n</tool_call>\n'
+        "<tool_call>\n<function=clock>\n</function>\n</tool_call><|im_end|>\n"
+        '<|im_start|>user\n<tool_response>\n{"temp": 21}\n</tool_response>\n<tool_response>\n12:00\n</tool_response><|im_end|>\n'
+        "<|im_start|>assistant\n<think>\n"
+    )
+    closed = render_chat_template(find_chat_template(folder), turns[:2], True, enable_thinking=False)
+    assert closed.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 def test_instruct_tool_conversation_reads_as_qwen_writes_it(processors):

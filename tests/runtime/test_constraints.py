@@ -180,3 +180,44 @@ def test_chat_flags_refuse_what_cannot_hold_an_answer_in_one_line(exported, flag
 def test_chat_regex_error_names_the_problem(exported):
     proc = run_chat(exported("awkward"), "-p", "Hi", "--regex", "[^\\s\\S]")
     assert proc.returncode == 2 and "matches nothing" in proc.stderr, proc.stderr
+
+
+XML_TOOLS = [
+    TOOL,
+    {
+        "type": "function",
+        "function": {
+            "name": "note",
+            "parameters": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
+                "required": ["text"],
+            },
+        },
+    },
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_qwen35_calls_are_held_to_its_xml_layout_and_parse_back(exported, seed):
+    """Qwen3.5 (its template writes XML calls): tool_choice "required" holds sampled answers to
+    <tool_call><function=...><parameter=...> blocks whose arguments, read back as the server reads
+    them, are valid against each tool's schema."""
+    from genai_qwen3vl.runtime.serve.output import parse_call, tool_schemas
+
+    folder = exported("q35")
+    model, processor = _loaded(folder)
+    prompt = processor.apply_chat_template([{"role": "user", "content": "Set an alarm."}], tools=XML_TOOLS, enable_thinking=False)
+    assert prompt.endswith("<think>\n\n</think>\n\n")
+    inputs = processor.process(prompt)
+    search = {"max_length": int(inputs.input_ids.shape[1]) + 160, "do_sample": True, "temperature": 1.0, "random_seed": seed}
+    guidance = Constraint.tool_calls(XML_TOOLS, parallel=False, xml=True).guidance()
+    with TokenStream(model, inputs.og_arrays(), search, guidance=guidance) as stream:
+        tokens = list(stream)
+    eos = set(ExportedFolder.open(folder).eos_token_ids)
+    text = processor.tokenizer.decode([t for t in tokens if t not in eos])
+    assert text.startswith("<tool_call>\n<function=") and text.endswith("</function>\n</tool_call>"), text
+    call = parse_call(text.removeprefix("<tool_call>").removesuffix("</tool_call>"), tool_schemas(XML_TOOLS))
+    assert call is not None, text
+    schema = next(t["function"]["parameters"] for t in XML_TOOLS if t["function"]["name"] == call["name"])
+    jsonschema.validate(json.loads(call["arguments"]), schema)

@@ -8,8 +8,10 @@
 Reasoning follows vLLM's qwen3 parser and llama-server: when the prompt opened ``<think>``
 (Qwen3-VL-Thinking's template ends the generation prompt with it) everything up to ``</think>``
 is reasoning; otherwise an answer that starts with ``<think>`` is. Tool calls are Qwen's
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks, parsed only when the request
-gave tools; a block that is not valid JSON stays in the content, as vLLM's hermes parser leaves it.
+``<tool_call>`` blocks, parsed only when the request gave tools: Qwen3-VL's JSON
+``{"name": ..., "arguments": {...}}``, or Qwen3.5's XML ``<function=NAME><parameter=P>value
+</parameter>...</function>`` (values typed by the tool's schema, as vLLM's qwen3_coder parser
+does); a block in neither form stays in the content, as vLLM's hermes parser leaves it.
 A tag split across tokens is held back until it is complete, so a stream never shows half a tag.
 Plain answers (no tags) pass through unchanged, character for character.
 """
@@ -63,9 +65,10 @@ class StopFilter:
 
 
 class OutputSplitter:
-    def __init__(self, prompt_opened_think: bool, parse_tools: bool):
+    def __init__(self, prompt_opened_think: bool, parse_tools: bool, tools: list[dict] | None = None):
         self.state = "reasoning" if prompt_opened_think else "start"
         self.parse_tools = parse_tools
+        self.schemas = tool_schemas(tools)
         self.buffer = ""
         self.after_think = False  # strip the newlines Qwen writes after </think>
         self.pending_space = ""  # whitespace that may only separate tool calls
@@ -162,7 +165,7 @@ class OutputSplitter:
             return
         raw, self.buffer = self.buffer[:end], self.buffer[end + len(CALL_CLOSE) :]
         self.state = "content"
-        call = _parse_call(raw)
+        call = parse_call(raw, self.schemas)
         if call is None:
             events.append(("content", CALL_OPEN + raw + CALL_CLOSE))
             return
@@ -171,9 +174,90 @@ class OutputSplitter:
         self.right_after_call = True
 
 
-def _parse_call(raw: str) -> dict | None:
+def tool_schemas(tools: list[dict] | None) -> dict[str, dict]:
+    """function name -> its parameters' JSON schema, from a request's ``tools``."""
+    schemas = {}
+    for tool in tools or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            parameters = function.get("parameters")
+            schemas[function["name"]] = parameters if isinstance(parameters, dict) else {}
+    return schemas
+
+
+def parse_call(raw: str, schemas: dict[str, dict] | None = None) -> dict | None:
+    """A ``<tool_call>`` block's body as {"name", "arguments" (JSON text)}, or None where it is
+    neither form: Qwen3-VL's JSON object, or Qwen3.5's XML (``<function=NAME>`` with one
+    ``<parameter=P>`` per argument)."""
+    body = raw.strip()
+    if body.startswith(FUNCTION_OPEN):
+        return _parse_xml_call(body, schemas or {})
+    return _parse_json_call(body)
+
+
+FUNCTION_OPEN, FUNCTION_CLOSE = "<function=", "</function>"
+PARAMETER_OPEN, PARAMETER_CLOSE = "<parameter=", "</parameter>"
+
+
+def _parse_xml_call(body: str, schemas: dict[str, dict]) -> dict | None:
+    """Qwen3.5's tool call, read as vLLM's qwen3_coder parser and llama-server read it: the name up
+    to the first ``>``; each parameter's value is the text up to ``</parameter>`` (or the next
+    parameter, or ``</function>``) less one newline at each end, typed by the tool's schema."""
+    head, _, rest = body[len(FUNCTION_OPEN) :].partition(">")
+    name = head.strip()
+    if not name or not rest:
+        return None
+    rest = rest.split(FUNCTION_CLOSE, 1)[0]
+    properties = (schemas.get(name) or {}).get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    arguments = {}
+    for chunk in rest.split(PARAMETER_OPEN)[1:]:
+        key, sep, value = chunk.partition(">")
+        if not sep:
+            return None
+        value = value.split(PARAMETER_CLOSE, 1)[0]
+        value = value[1:] if value.startswith("\n") else value
+        value = value[:-1] if value.endswith("\n") else value
+        arguments[key.strip()] = _typed(value, properties.get(key.strip()))
+    if rest.split(PARAMETER_OPEN)[0].strip():  # text outside any parameter: not a call
+        return None
+    return {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}
+
+
+_STRING_TYPES = {"string", "str", "text", "varchar", "char", "enum"}
+
+
+def _typed(value: str, schema) -> object:
+    """A parameter's text as its schema's type: strings as written; numbers, booleans, null,
+    objects and arrays as JSON (the template writes them so); as written where that fails."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind is None or (isinstance(kind, str) and kind.lower() in _STRING_TYPES):
+        return value
+    text = value.strip()
+    if text.lower() in ("null", "none"):
+        return None
+    if kind in ("boolean", "bool") and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return value
+    if kind == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        return int(text) if text.lstrip("-").isdigit() else number
     try:
-        value = json.loads(raw.strip())
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return value
+
+
+def _parse_json_call(body: str) -> dict | None:
+    try:
+        value = json.loads(body)
     except json.JSONDecodeError:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):

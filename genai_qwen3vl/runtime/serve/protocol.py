@@ -606,12 +606,14 @@ class ChatCompletionRequest(_Model):
             where = ".".join(map(str, error["loc"]))
             raise bad_request(f"'{where}': {error['msg']}", str(error["loc"][0]) if error["loc"] else None) from None
 
-    def to_chat_request(self) -> ChatRequest:
+    def to_chat_request(self, xml_tool_calls: bool = False) -> ChatRequest:
+        """``xml_tool_calls``: the checkpoint writes tool calls in Qwen3.5's XML layout (what a
+        constraint on calls must hold them to)."""
         images: list[str] = []
         videos: list[str] = []
         messages = [_template_message(message, images, videos) for message in self.messages]
         parse_tools = self.tools is not None and self.tool_choice != "none"
-        constraint, param = self._constraint(parse_tools)
+        constraint, param = self._constraint(parse_tools, xml_tool_calls)
         return ChatRequest(
             model=self.model,
             messages=messages,
@@ -638,7 +640,7 @@ class ChatCompletionRequest(_Model):
             constraint_param=param,
         )
 
-    def _constraint(self, with_tools: bool) -> tuple[Constraint | None, str | None]:
+    def _constraint(self, with_tools: bool, xml: bool = False) -> tuple[Constraint | None, str | None]:
         """The structured output the request asks for (and the field that asks), or (None, None)."""
         param = "response_format"
         try:
@@ -666,11 +668,11 @@ class ChatCompletionRequest(_Model):
             if self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice):
                 names = [self.tool_choice.function.name] if isinstance(self.tool_choice, NamedToolChoice) else None
                 param = "tool_choice"
-                return Constraint.tool_calls(tools, names, parallel), param
+                return Constraint.tool_calls(tools, names, parallel, xml), param
             if fmt is not None:  # auto: the format, or calls of the tools
-                return fmt | Constraint.tool_calls(tools, None, parallel), param
+                return fmt | Constraint.tool_calls(tools, None, parallel, xml), param
             param = "tools"
-            strict = Constraint.tools_in_text(tools)  # auto with strict tools: their calls' arguments held
+            strict = Constraint.tools_in_text(tools, xml)  # auto with strict tools: their calls' arguments held
             return strict, param if strict is not None else None
         except ConstraintError as exc:
             raise bad_request(str(exc), param, "invalid_constraint") from None
@@ -678,6 +680,18 @@ class ChatCompletionRequest(_Model):
 
 def _joined(content: TextContent) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content or [])
+
+
+def _arguments(arguments: str) -> Any:
+    """A call's arguments as the chat template takes them: the JSON object the client's string
+    holds, as a dict (as vLLM hands it over: Qwen3.5's template writes one <parameter=...> per key
+    and cannot take a string; Qwen3-VL's writes a dict as the JSON it came from); other text as
+    it is."""
+    try:
+        value = strict_json(arguments)
+    except ValueError:  # InputError is one
+        return arguments
+    return value if isinstance(value, dict) else arguments
 
 
 def _template_message(message, images: list[str], videos: list[str]) -> dict:
@@ -700,7 +714,11 @@ def _template_message(message, images: list[str], videos: list[str]) -> dict:
         out = {"role": "assistant", "content": _joined(message.content)}
         if message.tool_calls:
             out["tool_calls"] = [
-                {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": call.function.arguments}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.function.name, "arguments": _arguments(call.function.arguments)},
+                }
                 for call in message.tool_calls
             ]
         return out

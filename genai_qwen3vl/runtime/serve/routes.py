@@ -114,7 +114,7 @@ async def chat_completions(request: Request, state: State):
     options = state.options
     deadline = time.monotonic() + options.timeout
     body = await read_json(request, options.max_request_bytes)
-    chat = ChatCompletionRequest.parse(body).to_chat_request()
+    chat = ChatCompletionRequest.parse(body).to_chat_request(xml_tool_calls=state.xml_tool_calls)
     if chat.model not in (None, options.name):
         raise APIError(
             404,

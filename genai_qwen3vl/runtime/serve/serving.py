@@ -29,7 +29,7 @@ class Answer:
 
     def __init__(self, request: ChatRequest, prepared: Prepared):
         self.stop = StopFilter(request.sampling.stop)
-        self.split = OutputSplitter(prepared.opened_think, request.parse_tools)
+        self.split = OutputSplitter(prepared.opened_think, request.parse_tools, request.tools)
         self.content: list[str] = []
         self.reasoning: list[str] = []
         self.calls: list[dict] = []

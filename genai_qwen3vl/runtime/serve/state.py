@@ -13,10 +13,12 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 from fastapi import Request
 
+from ..chat_template import find_chat_template, xml_tool_calls
 from .engine import Engine
 from .errors import APIError
 from .media import MediaPolicy
@@ -52,6 +54,8 @@ class ServerState:
         self.stopping = False
         self.deaths: collections.deque[float] = collections.deque()
         self.replica: str | None = None  # a Ray Serve replica's id (serve --ray-replicas)
+        # the checkpoint's tool-call layout, for constraints on calls (Qwen3.5: XML, Qwen3-VL: JSON)
+        self.xml_tool_calls = _xml_tool_calls(options.model_dir)
 
     def fail(self, message: str) -> None:
         self.engine, self.error = None, message
@@ -111,6 +115,13 @@ class ServerState:
         if self.restarting:
             raise worker_restarting()
         return self.engine
+
+
+def _xml_tool_calls(model_dir) -> bool:
+    try:
+        return xml_tool_calls(find_chat_template(Path(model_dir)))
+    except (OSError, ValueError):  # no readable template: the engine's load says so
+        return False
 
 
 def serve_state(request: Request) -> ServerState:

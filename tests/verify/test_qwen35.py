@@ -1,0 +1,197 @@
+"""Qwen3.5 (``Qwen3_5ForConditionalGeneration``): every artifact of the fp32 and int4 CPU exports
+against transformers, greedy generation through the stock og API (text, one image, og's stock
+processor on an image file, two images, a video, several turns), and what is new in the folder:
+the linear-attention layers' state in the decoder graph and in genai_config.json, no DeepStack.
+
+The presets (``testing/presets.py`` QWEN3_5_PRESETS): ``q35``, full attention first and in an
+order the default rule never gives (F L L F L), heads*head_dim != hidden, linear heads of unequal
+key and value widths, kernel 3, untied; ``q35_tied``, the values released configs may leave out
+taken from transformers' defaults (layer types every 4th full, mrope_section [11, 11, 10] at
+head_dim 256), tied, bf16 shards.
+
+int4 is checked as the other int4 decoders are: at accuracy level 1 its graph must equal
+transformers run on the decoder's own weights dequantized.
+"""
+
+import json
+
+import onnx
+import pytest
+from PIL import Image
+
+from genai_qwen3vl.model import io_contract
+from genai_qwen3vl.model.spec import Qwen3VLSpec
+from genai_qwen3vl.testing.media import make_frames, make_picture
+from genai_qwen3vl.verify.artifacts import decoder_parity, embedding_parity, vision_parity
+from genai_qwen3vl.verify.compare import assert_within
+from genai_qwen3vl.verify.generation import compare_generations, hf_generate, og_generate
+from genai_qwen3vl.verify.reference import dequantized_reference
+
+from ..conftest import QWEN3_5_PRESET_NAMES
+from ..helpers import assert_clean_failure, assert_generation_case, run_cli, targets
+
+FP32, INT4 = targets("fp32/cpu"), targets("int4/cpu")
+EXACT = ("--int4_accuracy_level", "1")
+
+
+def _flags(target) -> tuple[str, ...]:
+    return (*target.flags, *EXACT) if target.quantized else target.flags
+
+
+@pytest.fixture(scope="module")
+def q35_reference(exported, reference):
+    """(preset, target) -> what the export must equal: transformers fp32, or for int4 the same
+    model with the int4 decoder's weights dequantized."""
+    cache = {}
+
+    def get(preset, target):
+        key = (preset, target.flags)
+        if key not in cache:
+            ref = reference(preset)
+            cache[key] = dequantized_reference(ref, exported(preset, *_flags(target))) if target.quantized else ref
+        return cache[key]
+
+    return get
+
+
+# --------------------------------------------------------------------------- artifacts
+@pytest.mark.parity(artifact="vision")
+@pytest.mark.parity(artifact="embedding")
+@pytest.mark.parametrize("target", FP32 + INT4)
+@pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
+def test_qwen35_vision_and_embedding_equal_transformers(preset, target, exported, reference, q35_reference, record_parity):
+    out = exported(preset, *_flags(target))
+    vision = vision_parity(out, reference(preset), [[1, 4, 6], [2, 2, 4]])
+    embedding = embedding_parity(out, q35_reference(preset, target))
+    record_parity({**vision, **embedding})
+    assert set(vision) == {"main"}, "a Qwen3.5 vision graph has no DeepStack features"
+    assert_within(vision, target.tolerance.vision, f"{preset} vision")
+    assert_within(embedding, target.tolerance.embedding, f"{preset} embedding")
+
+
+@pytest.mark.parity(artifact="decoder")
+@pytest.mark.parametrize("target", FP32 + INT4)
+@pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
+def test_qwen35_decoder_equals_transformers(preset, target, exported, q35_reference, record_parity):
+    """Prefill and decode steps through the KV cache of the full-attention layers and the
+    convolution and recurrent state of the linear ones, raw onnxruntime against transformers."""
+    report = decoder_parity(exported(preset, *_flags(target)), q35_reference(preset, target), seed=5, prompt_len=12, decode_steps=4)
+    record_parity(report)
+    assert_within(report, target.tolerance.decoder, f"{preset} {target.precision} decoder")
+
+
+def _user(*parts):
+    return {"role": "user", "content": list(parts)}
+
+
+def _assistant(text):
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+IMAGE, VIDEO = {"type": "image"}, {"type": "video"}
+
+
+def _text(s):
+    return {"type": "text", "text": s}
+
+
+# name -> (messages, images (h, w, seed), videos (frames, h, w, fps), og's processor: our
+# Qwen3VLProcessor, or og's stock one reading an image file as og's samples do)
+CASES = {
+    "text": ([_user(_text("Write a short poem about the sea."))], [], [], "ours"),
+    "one_image": ([_user(IMAGE, _text("Describe this image."))], [(96, 128, 1)], [], "ours"),
+    "one_image_file_stock_processor": ([_user(IMAGE, _text("What is in the picture?"))], [(96, 128, 6)], [], "stock"),
+    "two_images_different_sizes": ([_user(IMAGE, _text("and"), IMAGE, _text("What differs?"))], [(96, 128, 4), (64, 200, 5)], [], "ours"),
+    "video": ([_user(VIDEO, _text("What happens in the video?"))], [], [(10, 64, 96, 4.0)], "ours"),
+    "multi_turn": (
+        [_user(IMAGE, _text("What is this?")), _assistant("A red square."), _user(_text("And its colour?"))],
+        [(80, 112, 7)],
+        [],
+        "ours",
+    ),
+}
+
+
+@pytest.mark.parity(artifact="end_to_end")
+@pytest.mark.parametrize("target", FP32 + INT4)
+@pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_qwen35_generation_through_og_equals_transformers(preset, case, target, exported, q35_reference, image_file, record_parity):
+    ref = q35_reference(preset, target)
+    messages, image_specs, video_specs, processor = CASES[case]
+    images = [make_picture(h, w, seed) for h, w, seed in image_specs]
+    videos = [make_frames(n, h, w) for n, h, w, _ in video_specs]
+    fps = [rate for *_, rate in video_specs]
+    prompt = ref.processor.apply_chat_template(messages, add_generation_prompt=True)
+    tol = target.tolerance
+    given = [image_file(h, w, seed) for h, w, seed in image_specs] if processor == "stock" else images
+    out = exported(preset, *_flags(target))
+    ours = og_generate(out, prompt, given, tol.token_steps, videos=videos, video_fps=fps, processor=processor)
+    theirs = hf_generate(ref, prompt, [Image.fromarray(x) for x in images], tol.token_steps, videos=videos, video_fps=fps)
+    cmp = compare_generations(ours, theirs)
+    record_parity(cmp.summary())
+    assert_generation_case(cmp, tol, f"{preset} {target.precision}/{case}")
+    assert cmp.steps == tol.token_steps
+
+
+# --------------------------------------------------------------------------- the folder
+@pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
+def test_the_decoder_carries_the_linear_layers_state_and_genai_config_names_it(preset, exported, checkpoints):
+    """KV cache only for the full-attention layers, convolution and recurrent state only for the
+    linear ones (og finds both by the names genai_config.json gives), og's qwen3_5 type, no
+    DeepStack: inputs_embeds and image_features are hidden_size wide."""
+    spec = Qwen3VLSpec.from_checkpoint(checkpoints(preset))
+    out = exported(preset)
+    config = json.loads((out / "genai_config.json").read_text())["model"]
+    decoder = config["decoder"]
+    assert config["type"] == "qwen3_5"
+    assert decoder["hidden_size"] == spec.text.hidden_size
+    assert decoder["inputs"]["past_conv_names"] == "past.%d.conv" and decoder["inputs"]["past_recurrent_names"] == "past.%d.recurrent"
+    assert decoder["outputs"]["present_conv_names"] == "present.%d.conv"
+    assert decoder["outputs"]["present_recurrent_names"] == "present.%d.recurrent"
+    graph = onnx.load(str(out / io_contract.DECODER.filename), load_external_data=False).graph
+    names = {v.name for v in graph.input}
+    full, linear = spec.text.full_attention_layers, spec.text.linear_attention_layers
+    assert full and linear and set(full) | set(linear) == set(range(spec.text.num_hidden_layers))
+    assert {int(n.split(".")[1]) for n in names if n.startswith("past_key_values.")} == set(full)
+    assert {int(n.split(".")[1]) for n in names if n.startswith("past.")} == set(linear)
+    lin = spec.text.linear
+    shapes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
+    assert shapes[f"past.{linear[0]}.conv"] == ["batch_size", lin.conv_dim, lin.conv_kernel - 1]
+    assert shapes[f"past.{linear[0]}.recurrent"] == ["batch_size", lin.num_value_heads, lin.key_head_dim, lin.value_head_dim]
+    ops = {n.op_type for n in graph.node}
+    assert {"LinearAttention", "CausalConvWithState", "GatedRMSNorm"} <= ops
+    assert not any("deepstack" in n.name for n in graph.node)
+    assert shapes["inputs_embeds"][-1] == spec.text.hidden_size
+
+
+def test_int4_keeps_the_linear_layers_b_and_a_projections_in_float(exported):
+    """og's own int4 leaves them in float (one output per value head: the update strength and the
+    decay); the streaming quantizer does as og does, and quantizes the other projections."""
+    graph = onnx.load(str(exported("q35", *_flags(INT4[0].values[0])) / "model.onnx"), load_external_data=False).graph
+    by_name = {n.name: n.op_type for n in graph.node}
+    assert by_name["/model/layers.1/linear_attn/b_proj/MatMul"] == "MatMul"
+    assert by_name["/model/layers.1/linear_attn/a_proj/MatMul"] == "MatMul"
+    assert by_name["/model/layers.1/linear_attn/qkv_proj/MatMul_Q4"] == "MatMulNBits"
+    assert by_name["/model/layers.0/attn/qkv_proj/MatMul_Q4"] == "MatMulNBits"
+
+
+@pytest.mark.parametrize("flags", [("-p", "fp16", "-e", "cuda"), ("-p", "int4", "-e", "cuda")])
+def test_a_cuda_export_is_refused_in_one_line(flags, checkpoints, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("-i", checkpoints("q35"), "-o", out, *flags)
+    assert_clean_failure(proc, out, "Qwen3_5ForConditionalGeneration", "-e cpu")
+
+
+@pytest.mark.parametrize("target", FP32 + INT4)
+def test_validate_only_on_qwen35_exports(target, exported, checkpoints, capsys):
+    """The export's own check (--validate_only) on a Qwen3.5 folder at og's default accuracy level:
+    every graph, then og end to end, against transformers."""
+    from genai_qwen3vl.cli import export_main
+
+    out = exported("q35", *target.flags)
+    code = export_main(["-i", str(checkpoints("q35")), "-o", str(out), "--validate_only"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert code == 0, text
+    assert "validation passed" in text and "end to end (og)" in text
