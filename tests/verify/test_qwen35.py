@@ -15,6 +15,7 @@ transformers run on the decoder's own weights dequantized.
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 from PIL import Image
@@ -195,3 +196,50 @@ def test_validate_only_on_qwen35_exports(target, exported, checkpoints, capsys):
     text = captured.out + captured.err
     assert code == 0, text
     assert "validation passed" in text and "end to end (og)" in text
+
+
+def test_the_batch_command_answers_as_og(exported, reference, image_file, tmp_path):
+    """``genai-qwen3vl batch`` on a Qwen3.5 folder: each row's greedy answer (reasoning, as the
+    template opens <think>, then the text) is og's through the stock API."""
+    import subprocess
+    import sys
+
+    out = exported("q35")
+    picture = image_file(96, 128, 3)
+    table = tmp_path / "rows.jsonl"
+    rows = [{"id": "text", "prompt": "Describe the sea."}, {"id": "image", "image": str(picture), "prompt": "What is this?"}]
+    table.write_text("".join(json.dumps({**row, "max_tokens": 10}) + "\n" for row in rows))
+    answers = tmp_path / "answers.jsonl"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genai_qwen3vl",
+            "batch",
+            str(out),
+            "--input",
+            str(table),
+            "--output",
+            str(answers),
+            "--temperature",
+            "0",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = {r["id"]: r for r in map(json.loads, answers.read_text().splitlines())}
+    ref = reference("q35")
+    eos = set(ref.spec.tokens.eos_token_ids)
+    for row in rows:
+        content = ([{"type": "image"}] if "image" in row else []) + [{"type": "text", "text": row["prompt"]}]
+        prompt = ref.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        images = [Image.open(picture).convert("RGB")] if "image" in row else []
+        ours = og_generate(out, prompt, [np.asarray(i) for i in images], 10, processor="ours")
+        text = ref.processor.tokenizer.decode([t for t in ours.tokens if t not in eos])
+        reasoning, closed, answer = text.partition("</think>")
+        assert got[row["id"]]["error"] is None, got[row["id"]]
+        assert (got[row["id"]]["reasoning"] or "") == reasoning
+        assert (got[row["id"]]["text"] or "") == (answer.lstrip("\n") if closed else "")
