@@ -429,6 +429,34 @@ def reference(checkpoints):
     return get
 
 
+# int4 exports checked exactly: at accuracy level 1 their graphs must equal transformers run on
+# the decoder's own weights dequantized
+INT4_EXACT = ("--int4_accuracy_level", "1")
+
+
+def exact_flags(target: Target) -> tuple[str, ...]:
+    """``target``'s command-line flags, with ``INT4_EXACT`` for a quantized one."""
+    return (*target.flags, *INT4_EXACT) if target.quantized else target.flags
+
+
+@pytest.fixture(scope="session")
+def target_reference(exported, reference):
+    """(preset, target) -> what the export with ``exact_flags(target)`` must equal: transformers
+    fp32, or for int4 the same model with the int4 decoder's weights dequantized."""
+    from genai_qwen3vl.verify.reference import dequantized_reference
+
+    cache = {}
+
+    def get(preset: str, target: Target):
+        key = (preset, target.flags)
+        if key not in cache:
+            ref = reference(preset)
+            cache[key] = dequantized_reference(ref, exported(preset, *exact_flags(target))) if target.quantized else ref
+        return cache[key]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def image_file(tmp_path_factory):
     """(height, width, seed) -> PNG path of ``make_picture``."""

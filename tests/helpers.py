@@ -88,3 +88,24 @@ def targets(*pairs: str) -> list:
     from genai_qwen3vl.model.precisions import target
 
     return [pytest.param(target(*pair.split("/")), id=pair.replace("/", "-")) for pair in pairs]
+
+
+def check_media_case(out, ref, messages, image_specs, video_specs, processor, tolerance, image_file, record, what: str) -> None:
+    """Greedy generation through og against ``ref`` on a conversation with pictures (h, w, seed)
+    and videos (frames, h, w, fps): our processor, or og's stock one reading picture files."""
+    from PIL import Image
+
+    from genai_qwen3vl.testing.media import make_frames, make_picture
+    from genai_qwen3vl.verify.generation import compare_generations, hf_generate, og_generate
+
+    images = [make_picture(h, w, seed) for h, w, seed in image_specs]
+    videos = [make_frames(n, h, w) for n, h, w, _ in video_specs]
+    fps = [rate for *_, rate in video_specs]
+    prompt = ref.processor.apply_chat_template(messages, add_generation_prompt=True)
+    given = [image_file(h, w, seed) for h, w, seed in image_specs] if processor == "stock" else images
+    ours = og_generate(out, prompt, given, tolerance.token_steps, videos=videos, video_fps=fps, processor=processor)
+    theirs = hf_generate(ref, prompt, [Image.fromarray(x) for x in images], tolerance.token_steps, videos=videos, video_fps=fps)
+    cmp = compare_generations(ours, theirs)
+    record(cmp.summary())
+    assert_generation_case(cmp, tolerance, what)
+    assert cmp.steps == tolerance.token_steps

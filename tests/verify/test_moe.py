@@ -20,42 +20,18 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import helper
-from PIL import Image
 
 from genai_qwen3vl.model import io_contract
 from genai_qwen3vl.model.spec import Qwen3VLSpec
 from genai_qwen3vl.onnx_format import read_initializers
-from genai_qwen3vl.testing.media import make_frames, make_picture
 from genai_qwen3vl.verify.artifacts import decoder_parity, embedding_parity, vision_parity
 from genai_qwen3vl.verify.compare import assert_within
-from genai_qwen3vl.verify.generation import compare_generations, hf_generate, og_generate
-from genai_qwen3vl.verify.reference import dequantized_reference, qmoe_weights
+from genai_qwen3vl.verify.reference import qmoe_weights
 
-from ..conftest import MOE_PRESET_NAMES
-from ..helpers import assert_clean_failure, assert_generation_case, run_cli, targets
+from ..conftest import INT4_EXACT, MOE_PRESET_NAMES, exact_flags
+from ..helpers import assert_clean_failure, check_media_case, run_cli, targets
 
 FP32, INT4 = targets("fp32/cpu"), targets("int4/cpu")
-EXACT = ("--int4_accuracy_level", "1")
-
-
-def _flags(target) -> tuple[str, ...]:
-    return (*target.flags, *EXACT) if target.quantized else target.flags
-
-
-@pytest.fixture(scope="module")
-def moe_reference(exported, reference):
-    """(preset, target) -> what the export must equal: transformers fp32, or for int4 the same
-    model with the int4 decoder's weights dequantized."""
-    cache = {}
-
-    def get(preset, target):
-        key = (preset, target.flags)
-        if key not in cache:
-            ref = reference(preset)
-            cache[key] = dequantized_reference(ref, exported(preset, *_flags(target))) if target.quantized else ref
-        return cache[key]
-
-    return get
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -63,12 +39,12 @@ def moe_reference(exported, reference):
 @pytest.mark.parity(artifact="embedding")
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", MOE_PRESET_NAMES)
-def test_moe_vision_and_embedding_equal_transformers(preset, target, exported, reference, moe_reference, record_parity):
+def test_moe_vision_and_embedding_equal_transformers(preset, target, exported, reference, target_reference, record_parity):
     """Vision against transformers' own weights; the embedding against transformers' embedding
     on the table as exported (int4: the 4-bit table, dequantized)."""
-    out = exported(preset, *_flags(target))
+    out = exported(preset, *exact_flags(target))
     vision = vision_parity(out, reference(preset), [[1, 4, 6], [2, 2, 4]])
-    embedding = embedding_parity(out, moe_reference(preset, target))
+    embedding = embedding_parity(out, target_reference(preset, target))
     record_parity({**vision, **embedding})
     assert_within(vision, target.tolerance.vision, f"{preset} vision")
     assert_within(embedding, target.tolerance.embedding, f"{preset} embedding")
@@ -77,8 +53,8 @@ def test_moe_vision_and_embedding_equal_transformers(preset, target, exported, r
 @pytest.mark.parity(artifact="decoder")
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", MOE_PRESET_NAMES)
-def test_moe_decoder_equals_transformers(preset, target, exported, moe_reference, record_parity):
-    report = decoder_parity(exported(preset, *_flags(target)), moe_reference(preset, target), seed=5, prompt_len=12, decode_steps=3)
+def test_moe_decoder_equals_transformers(preset, target, exported, target_reference, record_parity):
+    report = decoder_parity(exported(preset, *exact_flags(target)), target_reference(preset, target), seed=5, prompt_len=12, decode_steps=3)
     record_parity(report)
     assert_within(report, target.tolerance.decoder, f"{preset} {target.precision} decoder")
 
@@ -109,22 +85,11 @@ CASES = {
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", MOE_PRESET_NAMES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_moe_generation_through_og_equals_transformers(preset, case, target, exported, moe_reference, image_file, record_parity):
-    ref = moe_reference(preset, target)
+def test_moe_generation_through_og_equals_transformers(preset, case, target, exported, target_reference, image_file, record_parity):
     messages, image_specs, video_specs, processor = CASES[case]
-    images = [make_picture(h, w, seed) for h, w, seed in image_specs]
-    videos = [make_frames(n, h, w) for n, h, w, _ in video_specs]
-    fps = [rate for *_, rate in video_specs]
-    prompt = ref.processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = target.tolerance
-    given = [image_file(h, w, seed) for h, w, seed in image_specs] if processor == "stock" else images
-    out = exported(preset, *_flags(target))
-    ours = og_generate(out, prompt, given, tol.token_steps, videos=videos, video_fps=fps, processor=processor)
-    theirs = hf_generate(ref, prompt, [Image.fromarray(x) for x in images], tol.token_steps, videos=videos, video_fps=fps)
-    cmp = compare_generations(ours, theirs)
-    record_parity(cmp.summary())
-    assert_generation_case(cmp, tol, f"{preset} {target.precision}/{case}")
-    assert cmp.steps == tol.token_steps
+    out, ref, tol = exported(preset, *exact_flags(target)), target_reference(preset, target), target.tolerance
+    what = f"{preset} {target.precision}/{case}"
+    check_media_case(out, ref, messages, image_specs, video_specs, processor, tol, image_file, record_parity, what)
 
 
 # --------------------------------------------------------------------------- the router
@@ -181,14 +146,14 @@ def _hf_block(ref, layer: int, router: np.ndarray):
 
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", MOE_PRESET_NAMES)
-def test_routing_at_near_ties_and_renormalisation_equals_transformers(preset, target, exported, moe_reference, record_parity):
+def test_routing_at_near_ties_and_renormalisation_equals_transformers(preset, target, exported, target_reference, record_parity):
     """Softmax over all experts, top-k, renormalised, on router logits chosen so that a routing
     error cannot hide: the k-th and (k+1)-th experts 2e-4 apart for every token, and logits so flat
     that renormalising multiplies the weights several times. The test also shows each case is
     sensitive: moving the tie the other way, or not renormalising, changes the output far beyond
     the tolerance."""
-    out = exported(preset, *_flags(target))
-    ref = moe_reference(preset, target)
+    out = exported(preset, *exact_flags(target))
+    ref = target_reference(preset, target)
     spec = ref.spec
     e = spec.text.experts
     layer = e.expert_layers(spec.text.num_hidden_layers)[0]
@@ -265,7 +230,7 @@ def test_qmoe_dequantization_reads_the_exported_experts(exported, reference):
     """The int4 check's reference holds what the QMoE weights encode: within int4's error of the
     checkpoint's experts, which transformers keeps in [gate | up] order (og interleaves them)."""
     ref = reference("moe_hub")
-    experts = qmoe_weights(exported("moe_hub", "-p", "int4", "-e", "cpu", *EXACT) / "model.onnx")
+    experts = qmoe_weights(exported("moe_hub", "-p", "int4", "-e", "cpu", *INT4_EXACT) / "model.onnx")
     layout = ref.spec.architecture.experts
     params = dict(ref.model.named_parameters())
     assert sorted(experts) == list(ref.spec.text.experts.expert_layers(ref.spec.text.num_hidden_layers))

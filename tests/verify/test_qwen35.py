@@ -22,37 +22,14 @@ from PIL import Image
 
 from genai_qwen3vl.model import io_contract
 from genai_qwen3vl.model.spec import Qwen3VLSpec
-from genai_qwen3vl.testing.media import make_frames, make_picture
 from genai_qwen3vl.verify.artifacts import decoder_parity, embedding_parity, vision_parity
 from genai_qwen3vl.verify.compare import assert_within
-from genai_qwen3vl.verify.generation import compare_generations, hf_generate, og_generate
-from genai_qwen3vl.verify.reference import dequantized_reference
+from genai_qwen3vl.verify.generation import og_generate
 
-from ..conftest import QWEN3_5_PRESET_NAMES
-from ..helpers import assert_clean_failure, assert_generation_case, run_cli, targets
+from ..conftest import QWEN3_5_PRESET_NAMES, exact_flags
+from ..helpers import assert_clean_failure, check_media_case, run_cli, targets
 
 FP32, INT4 = targets("fp32/cpu"), targets("int4/cpu")
-EXACT = ("--int4_accuracy_level", "1")
-
-
-def _flags(target) -> tuple[str, ...]:
-    return (*target.flags, *EXACT) if target.quantized else target.flags
-
-
-@pytest.fixture(scope="module")
-def q35_reference(exported, reference):
-    """(preset, target) -> what the export must equal: transformers fp32, or for int4 the same
-    model with the int4 decoder's weights dequantized."""
-    cache = {}
-
-    def get(preset, target):
-        key = (preset, target.flags)
-        if key not in cache:
-            ref = reference(preset)
-            cache[key] = dequantized_reference(ref, exported(preset, *_flags(target))) if target.quantized else ref
-        return cache[key]
-
-    return get
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -60,10 +37,10 @@ def q35_reference(exported, reference):
 @pytest.mark.parity(artifact="embedding")
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
-def test_qwen35_vision_and_embedding_equal_transformers(preset, target, exported, reference, q35_reference, record_parity):
-    out = exported(preset, *_flags(target))
+def test_qwen35_vision_and_embedding_equal_transformers(preset, target, exported, reference, target_reference, record_parity):
+    out = exported(preset, *exact_flags(target))
     vision = vision_parity(out, reference(preset), [[1, 4, 6], [2, 2, 4]])
-    embedding = embedding_parity(out, q35_reference(preset, target))
+    embedding = embedding_parity(out, target_reference(preset, target))
     record_parity({**vision, **embedding})
     assert set(vision) == {"main"}, "a Qwen3.5 vision graph has no DeepStack features"
     assert_within(vision, target.tolerance.vision, f"{preset} vision")
@@ -73,10 +50,10 @@ def test_qwen35_vision_and_embedding_equal_transformers(preset, target, exported
 @pytest.mark.parity(artifact="decoder")
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
-def test_qwen35_decoder_equals_transformers(preset, target, exported, q35_reference, record_parity):
+def test_qwen35_decoder_equals_transformers(preset, target, exported, target_reference, record_parity):
     """Prefill and decode steps through the KV cache of the full-attention layers and the
     convolution and recurrent state of the linear ones, raw onnxruntime against transformers."""
-    report = decoder_parity(exported(preset, *_flags(target)), q35_reference(preset, target), seed=5, prompt_len=12, decode_steps=4)
+    report = decoder_parity(exported(preset, *exact_flags(target)), target_reference(preset, target), seed=5, prompt_len=12, decode_steps=4)
     record_parity(report)
     assert_within(report, target.tolerance.decoder, f"{preset} {target.precision} decoder")
 
@@ -117,22 +94,11 @@ CASES = {
 @pytest.mark.parametrize("target", FP32 + INT4)
 @pytest.mark.parametrize("preset", QWEN3_5_PRESET_NAMES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_qwen35_generation_through_og_equals_transformers(preset, case, target, exported, q35_reference, image_file, record_parity):
-    ref = q35_reference(preset, target)
+def test_qwen35_generation_through_og_equals_transformers(preset, case, target, exported, target_reference, image_file, record_parity):
     messages, image_specs, video_specs, processor = CASES[case]
-    images = [make_picture(h, w, seed) for h, w, seed in image_specs]
-    videos = [make_frames(n, h, w) for n, h, w, _ in video_specs]
-    fps = [rate for *_, rate in video_specs]
-    prompt = ref.processor.apply_chat_template(messages, add_generation_prompt=True)
-    tol = target.tolerance
-    given = [image_file(h, w, seed) for h, w, seed in image_specs] if processor == "stock" else images
-    out = exported(preset, *_flags(target))
-    ours = og_generate(out, prompt, given, tol.token_steps, videos=videos, video_fps=fps, processor=processor)
-    theirs = hf_generate(ref, prompt, [Image.fromarray(x) for x in images], tol.token_steps, videos=videos, video_fps=fps)
-    cmp = compare_generations(ours, theirs)
-    record_parity(cmp.summary())
-    assert_generation_case(cmp, tol, f"{preset} {target.precision}/{case}")
-    assert cmp.steps == tol.token_steps
+    out, ref, tol = exported(preset, *exact_flags(target)), target_reference(preset, target), target.tolerance
+    what = f"{preset} {target.precision}/{case}"
+    check_media_case(out, ref, messages, image_specs, video_specs, processor, tol, image_file, record_parity, what)
 
 
 # --------------------------------------------------------------------------- the folder
@@ -169,7 +135,7 @@ def test_the_decoder_carries_the_linear_layers_state_and_genai_config_names_it(p
 def test_int4_keeps_the_linear_layers_b_and_a_projections_in_float(exported):
     """og's own int4 leaves them in float (one output per value head: the update strength and the
     decay); the streaming quantizer does as og does, and quantizes the other projections."""
-    graph = onnx.load(str(exported("q35", *_flags(INT4[0].values[0])) / "model.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(exported("q35", *exact_flags(INT4[0].values[0])) / "model.onnx"), load_external_data=False).graph
     by_name = {n.name: n.op_type for n in graph.node}
     assert by_name["/model/layers.1/linear_attn/b_proj/MatMul"] == "MatMul"
     assert by_name["/model/layers.1/linear_attn/a_proj/MatMul"] == "MatMul"
