@@ -682,11 +682,13 @@ def _joined(content: TextContent) -> str:
     return content if isinstance(content, str) else "".join(part.text for part in content or [])
 
 
-def _arguments(arguments: str) -> Any:
+def _arguments(arguments: Any) -> Any:
     """A call's arguments as the chat template takes them: the JSON object the client's string
     holds, as a dict (as vLLM hands it over: Qwen3.5's template writes one <parameter=...> per key
     and cannot take a string; Qwen3-VL's writes a dict as the JSON it came from); other text as
     it is."""
+    if not isinstance(arguments, str):  # the request gave an object already
+        return arguments
     try:
         value = strict_json(arguments)
     except ValueError:  # InputError is one
