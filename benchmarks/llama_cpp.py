@@ -44,7 +44,8 @@ and the converter needs sentencepiece in this Python: pip install sentencepiece"
 # --------------------------------------------------------------------------- the converter (run as a script)
 def _converter_main(root: str, argv: list[str]) -> None:
     """The tree's convert_hf_to_gguf main. Its get_vocab_base_pre knows tokenizers by a hash of
-    their output on a fixed text and refuses any other; an unknown one is taken as Qwen2's."""
+    their output on a fixed text and refuses any other; an unknown one is taken as Qwen2's (as
+    Qwen3.5's for a Qwen3.5 model: its split joins combining marks to letters)."""
     sys.path[:0] = [root, str(Path(root) / "gguf-py")]
     import convert_hf_to_gguf
 
@@ -58,7 +59,7 @@ def _converter_main(root: str, argv: list[str]) -> None:
         try:
             return known(self, tokenizer)
         except NotImplementedError:
-            return "qwen2"
+            return "qwen35" if type(self).__name__.startswith("Qwen3_5") else "qwen2"
 
     TextModel.get_vocab_base_pre = vocab_base_pre
     sys.argv = ["convert_hf_to_gguf.py", *argv]

@@ -315,15 +315,16 @@ from genai_qwen3vl.verify.reference import EMBED_TOKENS  # noqa: E402
 
 
 def tensor_class(name: str) -> str:
-    """q, k, v, o, gate, up, down, lm_head or embedding, from a transformers text weight name."""
+    """q, k, v, o, gate, up, down, lm_head or embedding, from a transformers text weight name;
+    a Qwen3.5 linear-attention layer's projections are qkv, z and out (its b and a stay float)."""
     if name == "lm_head.weight":
         return "lm_head"
     if name == EMBED_TOKENS:
         return "embedding"
-    found = re.search(r"\.(q|k|v|o|gate|up|down)_proj\.weight$", name)
+    found = re.search(r"\.(q|k|v|o|gate|up|down)_proj\.weight$|linear_attn\.(?:in_proj_)?(qkv|z|out)(?:_proj)?\.weight$", name)
     if not found:
         raise ValueError(f"{name}: not a text projection, LM head or embedding")
-    return found.group(1)
+    return found.group(1) or found.group(2)
 
 
 def _checkpoint_tensor(checkpoint: Path):
@@ -358,17 +359,22 @@ def _squares(w, ref, rows: int = 4096) -> tuple[float, float]:
 def weight_error(weights: Mapping, checkpoint: Path) -> dict[str, float]:
     """Relative RMS error ||W_deq - W|| / ||W|| of dequantized text weights ({transformers name:
     float32 array in transformers' layout}) against the checkpoint's, over each tensor class's
-    tensors together; "layers": the decoder layers' projections (q, k, v, o, gate, up, down);
+    tensors together; "layers": the decoder layers' projections (q, k, v, o, gate, up, down, and
+    Qwen3.5's fused qkv and linear-attention z and out);
     "all": every class but the embedding table (which a decoded token only indexes), i.e. the
     matrices each token is multiplied by, the LM head included."""
+    import numpy as np
+
     get = _checkpoint_tensor(Path(checkpoint))
     sums: dict[str, list[float]] = {}
-    for name, w in weights.items():
-        ref = get(name)
+    for key, w in weights.items():
+        # a projection og fuses from several (Qwen3.5's q|k|v): against its parts' rows, stacked
+        fused = isinstance(key, tuple)
+        name, ref = (key[0], np.concatenate([get(part) for part in key])) if fused else (key, get(key))
         if w.shape != ref.shape:
             raise ValueError(f"{name}: dequantized shape {w.shape}, checkpoint {ref.shape}")
         err, norm = _squares(w, ref)
-        cls = tensor_class(name)
+        cls = "qkv" if fused else tensor_class(name)
         for key in {"embedding": (cls,), "lm_head": (cls, "all")}.get(cls, (cls, "layers", "all")):
             total = sums.setdefault(key, [0.0, 0.0])
             total[0] += err
@@ -381,9 +387,11 @@ def measure_weight_error(engine: str, path: str, checkpoint: str, llama_root: st
     text model ("gguf", read with the llama.cpp tree's gguf-py); for a GGUF, also each class's
     tensor types."""
     if engine == "og":
+        from genai_qwen3vl.model.spec import Qwen3VLSpec
         from genai_qwen3vl.verify.reference import quantized_text_weights
 
-        return {"error": weight_error(quantized_text_weights(Path(path)), Path(checkpoint))}
+        arch = Qwen3VLSpec.from_checkpoint(Path(checkpoint)).architecture
+        return {"error": weight_error(quantized_text_weights(Path(path), arch), Path(checkpoint))}
     from benchmarks.llama_cpp import GGUFWeights
 
     weights = GGUFWeights(Path(path), Path(llama_root))

@@ -1,5 +1,5 @@
-"""Random checkpoints with Qwen3-VL-2B's and Qwen3-VL-30B-A3B's real widths, cut to a chosen depth,
-built once and cached."""
+"""Random checkpoints with Qwen3-VL-2B's, Qwen3-VL-30B-A3B's and Qwen3.5-2B's real widths, cut to a
+chosen depth, built once and cached."""
 
 from __future__ import annotations
 
@@ -85,6 +85,55 @@ def qwen3vl_30b_a3b_shape(layers: int = 48, vision_layers: int = 27) -> TinyPres
         text={**QWEN3VL_30B_A3B.text, "num_hidden_layers": layers},
         vision={**QWEN3VL_30B_A3B.vision, "depth": depth, "deepstack_visual_indexes": deepstack},
     )
+
+
+# Qwen3.5-2B: text 2048 wide, 24 layers, every 4th full attention (8 heads / 2 kv heads of 256,
+# gated, a quarter rotated), the others gated delta rule (16 key / 16 value heads of 128, kernel
+# 4), MLP 6144, vocab 248320, tied; vision (no DeepStack) as Qwen3-VL-2B's, 1024 wide, 24 blocks.
+# Random weights; widths, depth and file layout (bf16 shards, transformers 5's config) as released.
+QWEN3_5_2B = TinyPreset(
+    "qwen3.5-2b-shape",
+    text=dict(
+        hidden_size=2048,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=256,
+        intermediate_size=6144,
+        num_hidden_layers=24,
+        mrope_section=(11, 11, 10),
+        tie_word_embeddings=True,
+    ),
+    vision=dict(
+        hidden_size=1024, num_heads=16, intermediate_size=4096, depth=24, deepstack_visual_indexes=(), num_position_embeddings=2304
+    ),
+    pixels=(65536, 16777216),
+    hub_layout=True,
+    rope_theta=10_000_000.0,
+    linear=dict(
+        linear_conv_kernel_dim=4,
+        linear_key_head_dim=128,
+        linear_value_head_dim=128,
+        linear_num_key_heads=16,
+        linear_num_value_heads=16,
+        partial_rotary_factor=0.25,
+    ),
+    chat_template="qwen3_5",
+)
+
+
+def qwen3_5_2b_shape(layers: int = 24, vision_layers: int = 24) -> TinyPreset:
+    """The Qwen3.5-2B shape with ``layers`` text layers (transformers' default order: every 4th
+    full attention) and ``vision_layers`` vision blocks."""
+    return dataclasses.replace(
+        QWEN3_5_2B,
+        name=f"qwen3.5-2b-shape-L{layers}-V{vision_layers}",
+        text={**QWEN3_5_2B.text, "num_hidden_layers": layers},
+        vision={**QWEN3_5_2B.vision, "depth": vision_layers},
+        extra_vocab=248320 - 438,  # the tiny tokenizer has 438 entries; the model keeps 248320 rows
+    )
+
+
+SHAPES = {"qwen3-vl": qwen3vl_2b_shape, "qwen3.5": qwen3_5_2b_shape}
 
 
 def cached_checkpoint(preset: TinyPreset, cache: Path = DEFAULT_CACHE) -> Path:

@@ -74,17 +74,18 @@ def int4_cost(fp32_dir: Path, int4_dir: Path, work: Path, steps: int = DECODE_ST
     }
 
 
-def run(layers: int, vision_layers: int, repeats: int, workdir: Path, llama=None) -> dict:
-    """The benchmark on the 2B shape; ``llama`` (a benchmarks.llama_cpp.LlamaCpp) adds llama.cpp.
+def run(layers: int, vision_layers: int, repeats: int, workdir: Path, llama=None, family: str = "qwen3-vl") -> dict:
+    """The benchmark on the 2B shape of ``family`` (benchmarks.models.SHAPES: Qwen3-VL-2B's or
+    Qwen3.5-2B's); ``llama`` (a benchmarks.llama_cpp.LlamaCpp) adds llama.cpp.
     Alone, each engine measures ``repeats`` times in one process. Beside llama.cpp, the engines
     alternate round by round, each measuring once per process (after its warm-up), and every
     figure is the median over ``repeats`` rounds."""
     from benchmarks.export_memory import measure as measure_export
-    from benchmarks.models import cached_checkpoint, checkpoint_bytes, qwen3vl_2b_shape
+    from benchmarks.models import SHAPES, cached_checkpoint, checkpoint_bytes
 
-    ckpt = cached_checkpoint(qwen3vl_2b_shape(layers, vision_layers))
+    ckpt = cached_checkpoint(SHAPES[family](layers, vision_layers))
     print(f"checkpoint: {ckpt.name} ({checkpoint_bytes(ckpt) / 2**30:.2f} GB bf16)", flush=True)
-    results: dict = {"config": {"layers": layers, "vision_layers": vision_layers, "threads": os.cpu_count()}}
+    results: dict = {"config": {"family": family, "layers": layers, "vision_layers": vision_layers, "threads": os.cpu_count()}}
     exports = {}
     for precision in ("fp32", "int4"):
         r = measure_export(ckpt, precision, keep=workdir / precision)

@@ -133,7 +133,7 @@ def moe_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-WEIGHT_CLASSES = ("q", "k", "v", "o", "gate", "up", "down", "layers", "lm_head", "embedding", "all")
+WEIGHT_CLASSES = ("q", "k", "v", "qkv", "z", "o", "out", "gate", "up", "down", "layers", "lm_head", "embedding", "all")
 
 
 def _types_line(types: dict[str, dict[str, str]]) -> str:
@@ -229,10 +229,14 @@ def llama_markdown(results: dict) -> list[str]:
     return lines
 
 
+_SHAPE_NAMES = {"qwen3-vl": "Qwen3-VL-2B", "qwen3.5": "Qwen3.5-2B"}
+
+
 def markdown(results: dict) -> str:
     c, v, t, d, r, q = (results[k] for k in ("config", "vision_by_size", "ttft_ms", "decode_tokens_per_s", "roofline", "ratios"))
     lines = [
-        f"Random checkpoint with Qwen3-VL-2B's widths, {c['layers']} text layers, {c['vision_layers']} vision blocks; "
+        f"Random checkpoint with {_SHAPE_NAMES[c.get('family', 'qwen3-vl')]}'s widths, {c['layers']} text layers, "
+        f"{c['vision_layers']} vision blocks; "
         f"{c['threads']} CPU threads; medians after warm-up, all measured in one run.",
         "",
         "| measure | genai-qwen3vl (onnxruntime / og) | transformers | ratio |",

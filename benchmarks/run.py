@@ -58,6 +58,13 @@ def main() -> None:
     parser.add_argument("--vision-layers", type=int, default=24)
     parser.add_argument("--quick", action="store_true", help="8 text layers, 8 vision blocks, fewer repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--family",
+        choices=("qwen3-vl", "qwen3.5"),
+        default="qwen3-vl",
+        help="the dense benchmark's shape: Qwen3-VL-2B's (default) or Qwen3.5-2B's (give --layers 24 for its full depth; "
+        "with --docs: docs/qwen35_benchmarks.md)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
     parser.add_argument(
@@ -84,6 +91,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.vision_quant and (args.moe is not None or args.llama_cpp):
         parser.error("--vision-quant is a benchmark of its own, without --moe or --llama-cpp")
+    if args.family != "qwen3-vl" and (args.moe is not None or args.vision_quant):
+        parser.error("--family goes with the dense benchmark, not --moe or --vision-quant")
     llama = None
     if args.llama_cpp:
         if args.moe is not None:
@@ -100,7 +109,7 @@ def main() -> None:
             results = run_moe(args.moe or [2, 4], args.repeats or 3, Path(work))
         else:
             layers, vision_layers = (8, 8) if args.quick else (args.layers, args.vision_layers)
-            results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work), llama)
+            results = run(layers, vision_layers, args.repeats or (3 if args.quick else 5), Path(work), llama, args.family)
     results["benchmark_seconds"] = round(time.perf_counter() - start)
     if args.vision_quant:
         text = vision_quant_markdown(results)
@@ -117,6 +126,8 @@ def main() -> None:
             (docs / f"vision_{args.vision_quant}_benchmarks.md").write_text(f"# Benchmarks: --vision_quant {args.vision_quant}\n\n" + text)
         elif args.moe is not None:
             (docs / "moe_benchmarks.md").write_text("# Benchmarks: Qwen3-VL-MoE\n\n" + text)
+        elif args.family == "qwen3.5":
+            (docs / "qwen35_benchmarks.md").write_text("# Benchmarks: Qwen3.5\n\n" + text)
         else:
             (docs / "benchmarks.md").write_text("# Benchmarks\n\n" + text)
             chart(results, docs / "benchmarks.png")

@@ -131,9 +131,10 @@ def _check_experts(checkpoint: Path, spec: Qwen3VLSpec, options: ExportOptions) 
         experts.top_k,
         list(experts.expert_layers(spec.text.num_hidden_layers)),
     )
-    from .moe import CheckpointTensors
+    if spec.architecture.og_builder_class is not None:  # our expert layers read them (og's own builder: transformers)
+        from .moe import CheckpointTensors
 
-    CheckpointTensors(checkpoint, spec.architecture.experts).check_experts(experts.expert_layers(spec.text.num_hidden_layers))
+        CheckpointTensors(checkpoint, spec.architecture.experts).check_experts(experts.expert_layers(spec.text.num_hidden_layers))
     if options.target.quantized and options.int4_block_size not in QMOE_BLOCK_SIZES:
         raise OptionsError(
             f"--int4_block_size {options.int4_block_size} is not available for {spec.hf_class}: onnxruntime's "

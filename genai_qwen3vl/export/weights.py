@@ -117,10 +117,13 @@ def read_header(fpath: Path) -> dict[str, TensorHeader]:
     return out
 
 
-def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tuple[str, tuple[tuple[int, ...], ...]]]:
+def expected_tensors(
+    spec: Qwen3VLSpec, text: str, vision: str, per_expert: bool = False
+) -> Iterator[tuple[str, tuple[tuple[int, ...], ...]]]:
     """(name, accepted shapes) of every tensor the config asks for: the vision tower under the
     ``vision`` prefix, the token embedding, every text layer (its dense MLP or its experts) and
-    the final norm under the ``text`` prefix (``model.language_model.`` on the hub). The LM head
+    the final norm under the ``text`` prefix (``model.language_model.`` on the hub); ``per_expert``:
+    the experts as one tensor per expert (``ExpertLayers.per_expert``) rather than stacked. The LM head
     (``lm_head.weight``) is not among them: ``check_tensors`` asks for it unless it is tied.
     transformers' own model has exactly these parameters (tests/export/test_hostile_checkpoints.py)."""
     t, v, arch = spec.text, spec.vision, spec.architecture
@@ -146,11 +149,7 @@ def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tupl
             yield f"{layer}self_attn.k_norm.weight", ((hd,),)
         e = t.experts
         if e is not None and arch.experts is not None and e.is_expert_layer(i):
-            n, w = e.num_experts, e.intermediate_size
-            # transformers' layout [E, 2I, H] / [E, H, I], or the hub files' transposed one
-            yield arch.experts.gate_up.format(i=i), ((n, 2 * w, h), (n, h, 2 * w))
-            yield arch.experts.down.format(i=i), ((n, h, w), (n, w, h))
-            yield arch.experts.router.format(i=i), ((n, h),)
+            yield from _expert_tensors(arch.experts, e, i, h, per_expert)
         else:
             yield f"{layer}mlp.gate_proj.weight", ((t.intermediate_size, h),)
             yield f"{layer}mlp.up_proj.weight", ((t.intermediate_size, h),)
@@ -185,6 +184,27 @@ def expected_tensors(spec: Qwen3VLSpec, text: str, vision: str) -> Iterator[tupl
         yield from linear(f"{merger}.linear_fc2", v.out_hidden_size, merged)
 
 
+def _expert_tensors(layout, e, i: int, h: int, per_expert: bool) -> Iterator[tuple[str, tuple[tuple[int, ...], ...]]]:
+    """One expert layer's tensors: the experts (stacked, or one per expert), the router and the
+    shared expert where the architecture has one."""
+    n, w = e.num_experts, e.intermediate_size
+    if per_expert:
+        for j in range(n):
+            for p, shape in (("gate", (w, h)), ("up", (w, h)), ("down", (h, w))):
+                yield layout.per_expert.format(i=i, j=j, p=p), (shape,)
+    else:
+        # transformers' layout [E, 2I, H] / [E, H, I], or, where the hub holds them so, transposed
+        flip = layout.hub_transposed
+        yield layout.gate_up.format(i=i), ((n, 2 * w, h), (n, h, 2 * w)) if flip else ((n, 2 * w, h),)
+        yield layout.down.format(i=i), ((n, h, w), (n, w, h)) if flip else ((n, h, w),)
+    yield layout.router.format(i=i), ((n, h),)
+    if layout.shared_expert is not None:
+        s = e.shared_intermediate_size
+        for p, shape in (("gate", (s, h)), ("up", (s, h)), ("down", (h, s))):
+            yield layout.shared_expert.format(i=i, p=p), (shape,)
+        yield layout.shared_expert_gate.format(i=i), ((1, h),)
+
+
 def _linear_attention_tensors(prefix: str, t) -> Iterator[tuple[str, tuple[tuple[int, ...], ...]]]:
     """A Qwen3.5 linear-attention layer's tensors (transformers' Qwen3_5GatedDeltaNet)."""
     lin, h = t.linear, t.hidden_size
@@ -209,7 +229,9 @@ def check_tensors(spec: Qwen3VLSpec, tensors: dict[str, TensorHeader], checkpoin
     vision = next((p for p in arch.vision_weight_prefixes if any(k.startswith(p) for k in tensors)), arch.vision_weight_prefixes[0])
     embedding = next((p for p in arch.embedding_weight_prefixes if p + "weight" in tensors), arch.embedding_weight_prefixes[0])
     text = embedding[: -len("embed_tokens.")]
-    expected = dict(expected_tensors(spec, text, vision))
+    layout = arch.experts
+    per_expert = layout is not None and layout.per_expert is not None and any(".mlp.experts.0." in k for k in tensors)
+    expected = dict(expected_tensors(spec, text, vision, per_expert))
     head = ((spec.text.vocab_size, spec.text.hidden_size),)
     if not spec.tie_word_embeddings or "lm_head.weight" in tensors:  # tied: the head may be stored all the same
         expected["lm_head.weight"] = head

@@ -37,6 +37,20 @@ class ExpertLayers:
     # transformers' parameter names of the same tensors (in its [E, 2I, H] / [E, H, I] layout)
     hf_gate_up: str = "model.language_model.layers.{i}.mlp.experts.gate_up_proj"
     hf_down: str = "model.language_model.layers.{i}.mlp.experts.down_proj"
+    # the hub files may hold the stacked tensors transposed ([E, H, 2I] / [E, I, H]; Qwen3-VL-MoE's
+    # do, and transformers transposes them on load where the shape says so)
+    hub_transposed: bool = True
+    # decoder_sparse_step and mlp_only_layers choose the expert layers (Qwen3-VL-MoE); False: every
+    # text layer is one (Qwen3.5-MoE, whose transformers class reads neither)
+    sparse_layers: bool = True
+    # the other layout a checkpoint may hold its experts in: one [I, H] / [H, I] tensor per expert
+    # and projection ({j}: the expert, {p}: gate, up or down), as transformers 5 writes a model it
+    # saves; None: only the stacked tensors
+    per_expert: str | None = None
+    # the always-active shared expert beside the routed ones: an MLP ({p}: gate, up, down) and its
+    # [1, H] sigmoid gate; None: none
+    shared_expert: str | None = None
+    shared_expert_gate: str | None = None
 
     def is_expert_weight(self, name: str) -> bool:
         """Whether a checkpoint tensor is an expert tensor (read one layer at a time, never all)."""
@@ -187,7 +201,38 @@ QWEN3_5 = Architecture(
     og_extra_options=(("exclude_mtp", "true"),),
 )
 
-ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL, QWEN3_VL_MOE, QWEN3_5)}
+# Qwen3.5-MoE (35B-A3B ... 397B-A17B; Qwen3.6's MoE sizes): Qwen3.5 with an expert layer on every
+# text layer (softmax over all experts, top-k, renormalised) beside a shared expert whose output a
+# sigmoid gate scales. og 0.18's builder writes it itself (Qwen35MoEModel: the experts as one MoE or
+# QMoE op, the shared expert as a plain MLP) and og's runtime runs the folder as qwen3_5_moe.
+QWEN3_5_MOE = dataclasses.replace(
+    QWEN3_5,
+    hf_class="Qwen3_5MoeForConditionalGeneration",
+    og_model_type="qwen3_5_moe",
+    transformers_module="transformers.models.qwen3_5_moe.modeling_qwen3_5_moe",
+    config_class="Qwen3_5MoeConfig",
+    vision_class="Qwen3_5MoeVisionModel",
+    vision_attention_class="Qwen3_5MoeVisionAttention",
+    vision_patch_embed_class="Qwen3_5MoeVisionPatchEmbed",
+    experts=ExpertLayers(
+        hub_transposed=False,
+        sparse_layers=False,
+        per_expert="model.language_model.layers.{i}.mlp.experts.{j}.{p}_proj.weight",
+        shared_expert="model.language_model.layers.{i}.mlp.shared_expert.{p}_proj.weight",
+        shared_expert_gate="model.language_model.layers.{i}.mlp.shared_expert_gate.weight",
+    ),
+    # og writes the shared expert where a dense layer's MLP would be (/model/layers.{i}/mlp/...)
+    og_to_hf_weights=(
+        *QWEN3_5.og_to_hf_weights[:-1],
+        (
+            "model.layers.{i}.mlp.{p}_proj.MatMul.weight",
+            "model.language_model.layers.{i}.mlp.shared_expert.{p}_proj.weight",
+            ("gate", "up", "down"),
+        ),
+    ),
+)
+
+ARCHITECTURES: dict[str, Architecture] = {a.hf_class: a for a in (QWEN3_VL, QWEN3_VL_MOE, QWEN3_5, QWEN3_5_MOE)}
 
 
 def architecture(name: str, where: str = "config.json") -> Architecture:

@@ -32,10 +32,11 @@ ARTIFACTS = ("vision", "embedding", "decoder", "end_to_end")
 
 # --------------------------------------------------------------------------- int4 layouts
 # MatMuls left in float: a mixture-of-experts router (its logits pick the experts; 4-bit router
-# weights would flip near-tied choices, and the router is 0.2% of an expert layer's weights), and
+# weights would flip near-tied choices, and the router is 0.2% of an expert layer's weights),
+# Qwen3.5-MoE's shared-expert gate (one output, whose sigmoid scales the whole shared expert), and
 # Qwen3.5's linear-attention b and a projections (one output per value head: the update strength
 # and the decay; og's own int4 keeps them in float)
-KEEP_FLOAT = ("/moe/router/MatMul", "/linear_attn/b_proj/MatMul", "/linear_attn/a_proj/MatMul")
+KEEP_FLOAT = ("/moe/router/MatMul", "/shared_expert_gate/MatMul", "/linear_attn/b_proj/MatMul", "/linear_attn/a_proj/MatMul")
 LM_HEAD = "/lm_head/MatMul"
 
 

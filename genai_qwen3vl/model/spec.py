@@ -19,15 +19,19 @@ from .processor_settings import FrameSampling, PixelSettings, image_settings, vi
 
 @dataclasses.dataclass(frozen=True)
 class ExpertSpec:
-    """The mixture-of-experts part of a Qwen3-VL-MoE text config. A text layer ``i`` routes
-    through experts when ``i`` is not in ``mlp_only_layers`` and ``(i + 1) % decoder_sparse_step
-    == 0`` (transformers' rule); the others have a dense MLP of ``TextSpec.intermediate_size``."""
+    """The mixture-of-experts part of a Qwen3-VL-MoE or Qwen3.5-MoE text config. A text layer ``i``
+    routes through experts when ``i`` is not in ``mlp_only_layers`` and ``(i + 1) %
+    decoder_sparse_step == 0`` (transformers' rule; Qwen3.5-MoE has neither key: every layer); the
+    others have a dense MLP of ``TextSpec.intermediate_size``."""
 
     num_experts: int
     top_k: int  # num_experts_per_tok
     intermediate_size: int  # moe_intermediate_size: each expert's width
     decoder_sparse_step: int
     mlp_only_layers: tuple[int, ...]
+    # Qwen3.5-MoE: the always-active shared expert's width (shared_expert_intermediate_size);
+    # None: no shared expert (Qwen3-VL-MoE)
+    shared_intermediate_size: int | None = None
 
     def is_expert_layer(self, layer: int) -> bool:
         return layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0
@@ -147,6 +151,7 @@ LIMITS: dict[str, int] = {
     "out_hidden_size": 1 << 16,
     "intermediate_size": 1 << 20,
     "moe_intermediate_size": 1 << 20,
+    "shared_expert_intermediate_size": 1 << 20,
     "num_attention_heads": 1024,
     "num_key_value_heads": 1024,
     "num_heads": 1024,
@@ -420,14 +425,17 @@ def _text_spec(t: dict, top: dict, arch: Architecture) -> TextSpec:
         num_attention_heads=heads,
         num_key_value_heads=_int(t, "num_key_value_heads", where, default=heads),
         head_dim=_int(t, "head_dim", where),
-        intermediate_size=_int(t, "intermediate_size", where),
+        # Qwen3.5-MoE configs have none: every layer is an expert layer
+        intermediate_size=_int(t, "intermediate_size", where, default=0, minimum=0)
+        if _all_expert_layers(arch)
+        else _int(t, "intermediate_size", where),
         vocab_size=_int(t, "vocab_size", where),
         rms_norm_eps=_number(t.get("rms_norm_eps", 1e-6), "rms_norm_eps", where),
         rope_theta=_number(theta, "rope_theta", where),
         mrope_section=_ints(section, "mrope_section", where, 16),
         mrope_interleaved=interleaved,
         max_position_embeddings=_int(t, "max_position_embeddings", where, default=262144),
-        experts=expert_spec(t),
+        experts=expert_spec(t, sparse_layers=not _all_expert_layers(arch)),
         attention_bias=bias,
         **(_linear_fields(t, rope) if arch.linear_attention else {}),
     )
@@ -475,18 +483,33 @@ def _linear_problems(arch: Architecture, t: TextSpec) -> list[str]:
     return problems
 
 
-def expert_spec(t: dict) -> ExpertSpec | None:
-    """The expert part of a text config (transformers' keys), or None for a dense one."""
+def _all_expert_layers(arch: Architecture) -> bool:
+    return arch.experts is not None and not arch.experts.sparse_layers
+
+
+def expert_spec(t: dict, sparse_layers: bool = True) -> ExpertSpec | None:
+    """The expert part of a text config (transformers' keys), or None for a dense one.
+    ``sparse_layers`` False: the architecture's transformers class routes every layer through
+    experts whatever decoder_sparse_step and mlp_only_layers say (Qwen3.5-MoE), and has a shared
+    expert beside them."""
     key = "num_experts" if t.get("num_experts") is not None else "num_local_experts"
     if t.get(key) is None:
         return None
     where = "text_config"
+    width = _int(t, "moe_intermediate_size", where, minimum=0)
+    step, dense, shared = 1, (), None
+    if sparse_layers:
+        step = _int(t, "decoder_sparse_step", where, default=1, minimum=0)
+        dense = _ints(t.get("mlp_only_layers") or [], "mlp_only_layers", where, LIMITS["num_hidden_layers"])
+    else:  # transformers' default shared width: the routed experts' own
+        shared = _int(t, "shared_expert_intermediate_size", where, default=width, minimum=0)
     return ExpertSpec(
         num_experts=_int(t, key, where, minimum=0),
         top_k=_int(t, "num_experts_per_tok", where, minimum=0),
-        intermediate_size=_int(t, "moe_intermediate_size", where, minimum=0),
-        decoder_sparse_step=_int(t, "decoder_sparse_step", where, default=1, minimum=0),
-        mlp_only_layers=_ints(t.get("mlp_only_layers") or [], "mlp_only_layers", where, LIMITS["num_hidden_layers"]),
+        intermediate_size=width,
+        decoder_sparse_step=step,
+        mlp_only_layers=dense,
+        shared_intermediate_size=shared,
     )
 
 
@@ -503,6 +526,8 @@ def _expert_problems(arch: Architecture, t: TextSpec) -> list[str]:
         problems.append(f"num_experts_per_tok={e.top_k} must lie in [1, num_experts={e.num_experts}]")
     if e.intermediate_size < 1:
         problems.append(f"moe_intermediate_size={e.intermediate_size} must be at least 1")
+    if e.shared_intermediate_size is not None and e.shared_intermediate_size < 1:
+        problems.append(f"shared_expert_intermediate_size={e.shared_intermediate_size} must be at least 1")
     if e.decoder_sparse_step < 1:
         problems.append(f"decoder_sparse_step={e.decoder_sparse_step} must be at least 1")
     outside = [i for i in e.mlp_only_layers if not 0 <= i < t.num_hidden_layers]

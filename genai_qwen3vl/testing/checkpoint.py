@@ -143,8 +143,10 @@ def write_checkpoint(out_dir, preset, seed: int, shard_size: str = "300KB", set_
     if preset.hub_layout:
         model.save_pretrained(out, max_shard_size=shard_size)
         _to_hub_config_layout(out / "config.json")
-        if preset.moe:
+        if preset.moe and preset.linear is None:
             _to_hub_expert_layout(out)
+        elif preset.moe:
+            _stack_experts(out)
     else:
         model.save_pretrained(out)
     del model
@@ -199,6 +201,39 @@ def _to_hub_expert_layout(out: Path) -> None:
                     tensors[name] = tensors[name].transpose(1, 2).contiguous()
             save_file(tensors, str(shard), metadata={"format": "pt"})
         del tensors
+
+
+def _stack_experts(out: Path) -> None:
+    """Stack the one-tensor-per-expert weights transformers 5 saves for Qwen3.5-MoE
+    (``mlp.experts.{j}.{gate,up,down}_proj.weight``) into the two tensors Qwen's hub files hold:
+    ``mlp.experts.gate_up_proj`` [E, 2I, H] (gate rows, then up rows) and ``mlp.experts.down_proj``
+    [E, H, I], each in the shard of its layer's first expert, and rewrite the shard index."""
+    import re
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shards = {shard.name: load_file(str(shard)) for shard in sorted(out.glob("*.safetensors"))}
+    per_expert = re.compile(r"(.*\.mlp\.experts)\.(\d+)\.(gate|up|down)_proj\.weight$")
+    layers: dict[str, dict[tuple[int, str], torch.Tensor]] = {}
+    home: dict[str, str] = {}
+    for shard, tensors in shards.items():
+        for name in [n for n in tensors if per_expert.match(n)]:
+            prefix, j, proj = per_expert.match(name).groups()
+            layers.setdefault(prefix, {})[int(j), proj] = tensors.pop(name)
+            if int(j) == 0 and proj == "gate":
+                home[prefix] = shard
+    for prefix, parts in layers.items():
+        n = 1 + max(j for j, _ in parts)
+        shards[home[prefix]][f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([parts[j, "gate"], parts[j, "up"]]) for j in range(n)])
+        shards[home[prefix]][f"{prefix}.down_proj"] = torch.stack([parts[j, "down"] for j in range(n)])
+    for shard, tensors in shards.items():
+        save_file(tensors, str(out / shard), metadata={"format": "pt"})
+    index = out / "model.safetensors.index.json"
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {name: shard for shard, tensors in sorted(shards.items()) for name in sorted(tensors)}
+        index.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _write_processor_files(out: Path, tokenizer, preset: TinyPreset) -> None:

@@ -68,7 +68,7 @@ class TinyPreset:
 
 
 def _text(hidden, heads, kv_heads, head_dim, mlp, layers, mrope, tied) -> dict[str, Any]:
-    return dict(
+    values = dict(
         hidden_size=hidden,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
@@ -78,6 +78,9 @@ def _text(hidden, heads, kv_heads, head_dim, mlp, layers, mrope, tied) -> dict[s
         mrope_section=mrope,
         tie_word_embeddings=tied,
     )
+    if mlp is None:  # Qwen3.5-MoE: no dense MLP anywhere, and no intermediate_size in its config
+        del values["intermediate_size"]
+    return values
 
 
 def _moe(experts, top_k, width, sparse_step=1, mlp_only=()) -> dict[str, Any]:
@@ -88,6 +91,11 @@ def _moe(experts, top_k, width, sparse_step=1, mlp_only=()) -> dict[str, Any]:
         decoder_sparse_step=sparse_step,
         mlp_only_layers=list(mlp_only),
     )
+
+
+def _moe35(experts, top_k, width, shared) -> dict[str, Any]:
+    """Qwen3.5-MoE's expert values: experts on every layer, and a shared expert of its own width."""
+    return dict(num_experts=experts, num_experts_per_tok=top_k, moe_intermediate_size=width, shared_expert_intermediate_size=shared)
 
 
 def _vision(hidden, heads, mlp, depth, deepstack, positions) -> dict[str, Any]:
@@ -235,6 +243,30 @@ QWEN3_5_PRESETS: dict[str, TinyPreset] = {
             gains=(4.0, 0.5),
             vision_gain=0.3,
             linear=_linear(4, 16, 8, 1, 3),
+            chat_template="qwen3_5",
+        ),
+        # Qwen3.5-MoE (Qwen3_5MoeForConditionalGeneration): an expert layer on every text layer,
+        # 6 experts top-2 of width 40 (K % 32 != 0 in the down MatMul) beside a shared expert of
+        # width 56 under its sigmoid gate; full and linear layers F L L F F, half of each head
+        # rotated, heads*head_dim (96) != hidden (64); untied; written as the hub holds Qwen3.5-MoE:
+        # bf16 shards, the experts stacked in transformers' own layout (transformers 5 writes them
+        # one tensor per expert when it saves: test_qwen35.py exports that layout too). Full
+        # attention first: with a linear layer first (L F L L F), transformers' fp32 chunked delta
+        # rule on the raw embedding rows was 3e-5 from float64 at the prompt's last token
+        # (onnxruntime's 1.2e-5), and the expert layers carried that to 1.6e-4..3.8e-4 on the
+        # logits of the image cases; as below, every end-to-end case stays under 4e-5
+        TinyPreset(
+            "q35_moe",
+            _text(64, 4, 2, 24, None, 5, (2, 2, 2), False),
+            _vision(32, 2, 64, 2, (), 36),
+            (_PATCHES * 4, _PATCHES * 30),
+            extra_vocab=13,
+            hub_layout=True,
+            gains=(4.0, 0.5),
+            moe=_moe35(6, 2, 40, 56),
+            router_gain=1.5,
+            vision_gain=0.3,
+            linear=_linear(3, 8, 12, 2, 4, layer_types="FLLFF", partial_rotary=0.5),
             chat_template="qwen3_5",
         ),
     )

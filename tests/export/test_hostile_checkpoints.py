@@ -281,14 +281,14 @@ def test_hostile_checkpoint_is_refused_cleanly(tmp_path, checkpoints, preset, da
 
 def test_expected_tensors_are_transformers_parameters(checkpoints):
     """The names and shapes the header check asks for are exactly transformers' own model's
-    parameters, dense and MoE, tied and untied (built on the meta device)."""
+    parameters, dense and MoE, tied and untied, Qwen3-VL and Qwen3.5 (built on the meta device)."""
     import torch
     import transformers
 
     from genai_qwen3vl.export.weights import expected_tensors
     from genai_qwen3vl.model.spec import Qwen3VLSpec
 
-    for preset in ("awkward", "tied", "moe", "moe_hub"):
+    for preset in ("awkward", "tied", "moe", "moe_hub", "q35", "q35_tied", "q35_moe"):
         spec = Qwen3VLSpec.from_checkpoint(checkpoints(preset))
         config = getattr(transformers, spec.architecture.config_class).from_pretrained(checkpoints(preset))
         with torch.device("meta"):

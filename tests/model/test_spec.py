@@ -82,9 +82,12 @@ def test_inconsistent_config_is_rejected(tmp_path, checkpoints, edit, message):
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path, checkpoints):
-    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: c.update(architectures=["Qwen3_5MoeForConditionalGeneration"]))
-    supported = "supported: Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration"
-    with pytest.raises(CheckpointError, match=f"Qwen3_5MoeForConditionalGeneration.*{supported}"):
+    ckpt = _edited(tmp_path, checkpoints("awkward"), lambda c: c.update(architectures=["Qwen2_5_VLForConditionalGeneration"]))
+    supported = (
+        "supported: Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration, "
+        "Qwen3_5ForConditionalGeneration, Qwen3_5MoeForConditionalGeneration"
+    )
+    with pytest.raises(CheckpointError, match=f"Qwen2_5_VLForConditionalGeneration.*{supported}"):
         Qwen3VLSpec.from_checkpoint(ckpt)
 
 
@@ -96,6 +99,37 @@ def test_expert_spec_equals_transformers_parsing(preset, checkpoints):
     e = Qwen3VLSpec.from_checkpoint(checkpoints(preset)).text.experts
     assert (e.num_experts, e.top_k, e.intermediate_size) == (t.num_experts, t.num_experts_per_tok, t.moe_intermediate_size)
     assert (e.decoder_sparse_step, list(e.mlp_only_layers)) == (t.decoder_sparse_step, list(t.mlp_only_layers))
+    assert e.shared_intermediate_size is None
+
+
+def test_qwen35_moe_expert_spec_equals_transformers_parsing(checkpoints):
+    """Qwen3.5-MoE: experts on every layer (its config has no decoder_sparse_step,
+    mlp_only_layers or intermediate_size), and a shared expert of its own width."""
+    from transformers import AutoConfig
+
+    t = AutoConfig.from_pretrained(checkpoints("q35_moe")).text_config
+    spec = Qwen3VLSpec.from_checkpoint(checkpoints("q35_moe"))
+    e = spec.text.experts
+    assert (e.num_experts, e.top_k, e.intermediate_size) == (t.num_experts, t.num_experts_per_tok, t.moe_intermediate_size)
+    assert e.shared_intermediate_size == t.shared_expert_intermediate_size != t.moe_intermediate_size
+    assert [e.is_expert_layer(i) for i in range(t.num_hidden_layers)] == [True] * t.num_hidden_layers
+    config = json.loads((checkpoints("q35_moe") / "config.json").read_text())["text_config"]
+    assert not {"intermediate_size", "decoder_sparse_step", "mlp_only_layers"} & set(config)
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda c: _moe_text(c).update(shared_expert_intermediate_size=0), "shared_expert_intermediate_size=0 must be at least 1"),
+        (lambda c: _moe_text(c).update(num_experts_per_tok=7), "num_experts_per_tok=7 must lie in [1, num_experts=6]"),
+        (lambda c: _moe_text(c).pop("moe_intermediate_size"), "moe_intermediate_size"),
+        (lambda c: _moe_text(c).pop("num_experts"), "needs text_config num_experts"),
+    ],
+)
+def test_inconsistent_qwen35_moe_config_is_rejected(tmp_path, checkpoints, edit, message):
+    ckpt = _edited(tmp_path, checkpoints("q35_moe"), edit)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        Qwen3VLSpec.from_checkpoint(ckpt)
 
 
 def _moe_text(c):
@@ -128,8 +162,9 @@ def test_architectures_sharing_an_og_type_agree_on_what_the_runtime_reads():
     for arch in ARCHITECTURES.values():
         found = architecture_of_og_type(arch.og_model_type)
         assert [getattr(found, f) for f in runtime_fields] == [getattr(arch, f) for f in runtime_fields]
-    # qwen3_vl (Qwen3-VL, Qwen3-VL-MoE) and qwen3_5 (Qwen3.5): og runs both as its Qwen-VL family
-    assert {a.og_model_type for a in ARCHITECTURES.values()} == {"qwen3_vl", "qwen3_5"}
+    # qwen3_vl (Qwen3-VL, Qwen3-VL-MoE), qwen3_5 (Qwen3.5) and qwen3_5_moe (Qwen3.5-MoE): og runs
+    # all three as its Qwen-VL family
+    assert {a.og_model_type for a in ARCHITECTURES.values()} == {"qwen3_vl", "qwen3_5", "qwen3_5_moe"}
 
 
 def test_missing_files_are_named(tmp_path, checkpoints):

@@ -7,7 +7,9 @@ The presets (``testing/presets.py`` QWEN3_5_PRESETS): ``q35``, full attention fi
 order the default rule never gives (F L L F L), heads*head_dim != hidden, linear heads of unequal
 key and value widths, kernel 3, untied; ``q35_tied``, the values released configs may leave out
 taken from transformers' defaults (layer types every 4th full, mrope_section [11, 11, 10] at
-head_dim 256), tied, bf16 shards.
+head_dim 256), tied, bf16 shards; ``q35_moe``, Qwen3.5-MoE (``Qwen3_5MoeForConditionalGeneration``):
+6 experts top-2 on every layer beside a gated shared expert of another width, the experts stacked
+as the hub holds them (and, in one test, one tensor per expert as transformers saves them).
 
 int4 is checked as the other int4 decoders are: at accuracy level 1 its graph must equal
 transformers run on the decoder's own weights dequantized.
@@ -111,7 +113,7 @@ def test_the_decoder_carries_the_linear_layers_state_and_genai_config_names_it(p
     out = exported(preset)
     config = json.loads((out / "genai_config.json").read_text())["model"]
     decoder = config["decoder"]
-    assert config["type"] == "qwen3_5"
+    assert config["type"] == spec.architecture.og_model_type  # qwen3_5, or qwen3_5_moe
     assert decoder["hidden_size"] == spec.text.hidden_size
     assert decoder["inputs"]["past_conv_names"] == "past.%d.conv" and decoder["inputs"]["past_recurrent_names"] == "past.%d.recurrent"
     assert decoder["outputs"]["present_conv_names"] == "present.%d.conv"
@@ -143,6 +145,51 @@ def test_int4_keeps_the_linear_layers_b_and_a_projections_in_float(exported):
     assert by_name["/model/layers.0/attn/qkv_proj/MatMul_Q4"] == "MatMulNBits"
 
 
+def test_qwen35_moe_experts_are_og_moe_ops_beside_the_gated_shared_expert(exported):
+    """Qwen3.5-MoE: every layer's experts are one MoE op (QMoE in int4, the experts' 4-bit blocks
+    og's), the shared expert a plain MLP whose output a sigmoid gate scales into the experts' sum;
+    int4 leaves the router and the shared expert's one-output gate in float."""
+    for flags, experts in ((("-p", "fp32", "-e", "cpu"), "MoE"), (exact_flags(INT4[0].values[0]), "QMoE")):
+        graph = onnx.load(str(exported("q35_moe", *flags) / "model.onnx"), load_external_data=False).graph
+        by_name = {n.name: n.op_type for n in graph.node}
+        for i in range(5):
+            assert by_name[f"/model/layers.{i}/moe/{experts}"] == experts
+            assert by_name[f"/model/layers.{i}/moe/GatedAdd"] == "GatedAdd"
+            assert by_name[f"/model/layers.{i}/shared_expert_gate/Sigmoid"] == "Sigmoid"
+            assert by_name[f"/model/layers.{i}/moe/router/MatMul"] == "MatMul"
+            assert by_name[f"/model/layers.{i}/shared_expert_gate/MatMul"] == "MatMul"
+        shared = f"/model/layers.0/mlp/down_proj/MatMul{'_Q4' if experts == 'QMoE' else ''}"
+        assert by_name[shared] == ("MatMulNBits" if experts == "QMoE" else "MatMul")
+
+
+def test_qwen35_moe_experts_saved_one_tensor_each_export_and_equal_transformers(tmp_path, record_parity):
+    """The hub holds Qwen3.5-MoE's experts stacked ([E, 2I, H] and [E, H, I]); transformers 5
+    saves a model it built one tensor per expert and projection. A checkpoint in that layout (a
+    fine-tune saved by transformers, say) exports all the same, and its decoder equals
+    transformers loading it."""
+    import dataclasses
+
+    from genai_qwen3vl.testing.checkpoint import make_tiny_checkpoint
+    from genai_qwen3vl.testing.presets import QWEN3_5_PRESETS
+    from genai_qwen3vl.verify.reference import Reference
+
+    from ..conftest import SEED
+
+    saved = make_tiny_checkpoint(tmp_path / "saved", dataclasses.replace(QWEN3_5_PRESETS["q35_moe"], hub_layout=False), seed=SEED)
+    from safetensors import safe_open
+
+    with safe_open(str(saved / "model.safetensors"), "np") as f:
+        names = set(f.keys())
+    assert "model.language_model.layers.0.mlp.experts.5.down_proj.weight" in names
+    assert not any(n.endswith("experts.gate_up_proj") for n in names)
+    out = tmp_path / "out"
+    proc = run_cli("-i", saved, "-o", out, "-p", "fp32", "-e", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    report = decoder_parity(out, Reference.load(saved), seed=5, prompt_len=12, decode_steps=2)
+    record_parity(report)
+    assert_within(report, FP32[0].values[0].tolerance.decoder, "q35_moe per-expert decoder")
+
+
 @pytest.mark.parametrize("flags", [("-p", "fp16", "-e", "cuda"), ("-p", "int4", "-e", "cuda")])
 def test_a_cuda_export_is_refused_in_one_line(flags, checkpoints, tmp_path):
     out = tmp_path / "out"
@@ -150,14 +197,19 @@ def test_a_cuda_export_is_refused_in_one_line(flags, checkpoints, tmp_path):
     assert_clean_failure(proc, out, "Qwen3_5ForConditionalGeneration", "-e cpu")
 
 
-@pytest.mark.parametrize("target", FP32 + INT4)
-def test_validate_only_on_qwen35_exports(target, exported, checkpoints, capsys):
+@pytest.mark.parametrize(
+    "preset,target",
+    [("q35", FP32[0].values[0]), ("q35", INT4[0].values[0]), ("q35_moe", INT4[0].values[0])],
+    ids=["q35-fp32", "q35-int4", "q35_moe-int4"],
+)
+def test_validate_only_on_qwen35_exports(preset, target, exported, checkpoints, capsys):
     """The export's own check (--validate_only) on a Qwen3.5 folder at og's default accuracy level:
-    every graph, then og end to end, against transformers."""
+    every graph, then og end to end, against transformers (for Qwen3.5-MoE's int4, on the QMoE
+    experts and the shared expert dequantized)."""
     from genai_qwen3vl.cli import export_main
 
-    out = exported("q35", *target.flags)
-    code = export_main(["-i", str(checkpoints("q35")), "-o", str(out), "--validate_only"])
+    out = exported(preset, *target.flags)
+    code = export_main(["-i", str(checkpoints(preset)), "-o", str(out), "--validate_only"])
     captured = capsys.readouterr()
     text = captured.out + captured.err
     assert code == 0, text
