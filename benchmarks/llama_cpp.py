@@ -66,6 +66,14 @@ def _converter_main(root: str, argv: list[str]) -> None:
     convert_hf_to_gguf.main()
 
 
+def _has_mtp_head(checkpoint: Path) -> bool:
+    """Whether the converter takes this checkpoint's architecture as one with a multi-token-
+    prediction head (Qwen3.5's classes), which ``--no-mtp`` leaves out."""
+    import json
+
+    return json.loads((Path(checkpoint) / "config.json").read_text())["architectures"][0].startswith("Qwen3_5")
+
+
 # --------------------------------------------------------------------------- running a tool
 @dataclasses.dataclass
 class ToolRun:
@@ -153,7 +161,13 @@ class LlamaCpp:
     def convert(self, checkpoint: Path, out: Path, outtype: str, mmproj: bool = False) -> float:
         """One GGUF from the checkpoint by the tree's converter; returns the seconds taken."""
         cmd = [sys.executable, __file__, "convert", self.root, checkpoint, "--outfile", out, "--outtype", outtype]
-        return run_tool(cmd + (["--mmproj"] if mmproj else [])).seconds
+        if mmproj:
+            cmd.append("--mmproj")
+        elif _has_mtp_head(checkpoint):
+            # Qwen3.5's converter adds the multi-token-prediction layers a released checkpoint carries;
+            # og's export leaves them out, and the random checkpoints have none: without them here too
+            cmd.append("--no-mtp")
+        return run_tool(cmd).seconds
 
     def quantize(self, source: Path, out: Path, fmt: str) -> float:
         return run_tool([self.tool("llama-quantize"), source, out, fmt.upper(), self.threads]).seconds
