@@ -67,11 +67,12 @@ def _converter_main(root: str, argv: list[str]) -> None:
 
 
 def _has_mtp_head(checkpoint: Path) -> bool:
-    """Whether the converter takes this checkpoint's architecture as one with a multi-token-
-    prediction head (Qwen3.5's classes), which ``--no-mtp`` leaves out."""
-    import json
+    """Whether the checkpoint's architecture has a multi-token-prediction head (the one og's
+    export leaves out with ``exclude_mtp``: Qwen3.5's), which the converter's ``--no-mtp`` leaves
+    out too."""
+    from genai_qwen3vl.model.spec import Qwen3VLSpec
 
-    return json.loads((Path(checkpoint) / "config.json").read_text())["architectures"][0].startswith("Qwen3_5")
+    return dict(Qwen3VLSpec.from_checkpoint(Path(checkpoint)).architecture.og_extra_options).get("exclude_mtp") == "true"
 
 
 # --------------------------------------------------------------------------- running a tool

@@ -367,10 +367,10 @@ def weight_error(weights: Mapping, checkpoint: Path) -> dict[str, float]:
 
     get = _checkpoint_tensor(Path(checkpoint))
     sums: dict[str, list[float]] = {}
-    for key, w in weights.items():
+    for names, w in weights.items():
         # a projection og fuses from several (Qwen3.5's q|k|v): against its parts' rows, stacked
-        fused = isinstance(key, tuple)
-        name, ref = (key[0], np.concatenate([get(part) for part in key])) if fused else (key, get(key))
+        fused = isinstance(names, tuple)
+        name, ref = (names[0], np.concatenate([get(part) for part in names])) if fused else (names, get(names))
         if w.shape != ref.shape:
             raise ValueError(f"{name}: dequantized shape {w.shape}, checkpoint {ref.shape}")
         err, norm = _squares(w, ref)

@@ -229,8 +229,13 @@ def check_tensors(spec: Qwen3VLSpec, tensors: dict[str, TensorHeader], checkpoin
     vision = next((p for p in arch.vision_weight_prefixes if any(k.startswith(p) for k in tensors)), arch.vision_weight_prefixes[0])
     embedding = next((p for p in arch.embedding_weight_prefixes if p + "weight" in tensors), arch.embedding_weight_prefixes[0])
     text = embedding[: -len("embed_tokens.")]
-    layout = arch.experts
-    per_expert = layout is not None and layout.per_expert is not None and any(".mlp.experts.0." in k for k in tensors)
+    layout, e = arch.experts, spec.text.experts
+    per_expert = (
+        layout is not None
+        and layout.per_expert is not None
+        and e is not None
+        and any(layout.per_expert.format(i=i, j=0, p="gate") in tensors for i in e.expert_layers(spec.text.num_hidden_layers))
+    )
     expected = dict(expected_tensors(spec, text, vision, per_expert))
     head = ((spec.text.vocab_size, spec.text.hidden_size),)
     if not spec.tie_word_embeddings or "lm_head.weight" in tensors:  # tied: the head may be stored all the same
